@@ -1,0 +1,2 @@
+#include "config.h"
+extern int filter_params_placeholder;

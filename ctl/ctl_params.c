@@ -1,0 +1,2 @@
+#include "config.h"
+extern int ctl_params_placeholder;

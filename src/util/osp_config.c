@@ -1,0 +1,2 @@
+#include "config.h"
+extern int osp_config_placeholder;

@@ -1,0 +1,2 @@
+#include "config.h"
+extern int osp_prog_placeholder;

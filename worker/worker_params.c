@@ -1,0 +1,2 @@
+#include "config.h"
+extern int worker_params_placeholder;
