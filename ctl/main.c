@@ -1,2 +1,35 @@
+/*
+ * ospreyctl: main.  Parses options and configuration, then dispatches the
+ * subcommand.
+ */
 #include "config.h"
-int main(void) { return 0; }
+
+#include <stdio.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "osp_log.h"
+#include "osp_prog.h"
+
+int main(int argc, char **argv)
+{
+    osp_prog_t prog;
+    int status = 0;
+
+    /* ospreyctl is interactive: log to stderr unless told otherwise. */
+    osp_prog_init(&prog, "ctl", ctl_params, "COMMAND [ARGS...]", argc, argv);
+    osp_log_open(osp_config_str(prog.cfg, "syslog_name"), "ctl", OSP_LOG_TO_STDERR);
+    if (prog.argc == 0 || strcmp(prog.argv[0], "help") == 0) {
+        printf("commands:\n"
+               "  version    print the version\n"
+               "  help       this list\n");
+    } else if (strcmp(prog.argv[0], "version") == 0) {
+        printf("%s\n", PACKAGE_VERSION);
+    } else {
+        fprintf(stderr, "ospreyctl: unknown command \"%s\" (try \"ospreyctl help\")\n",
+                prog.argv[0]);
+        status = 2;
+    }
+    osp_prog_close(&prog);
+    return status;
+}

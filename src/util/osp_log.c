@@ -19,9 +19,10 @@ static struct {
     void *hook_ctx;
 } osp_log_state = { "osprey", OSP_LOG_TO_STDERR, 0, 0, NULL, NULL };
 
-void osp_log_open(const char *name, enum osp_log_target target)
+void osp_log_open(const char *syslog_name, const char *name, enum osp_log_target target)
 {
-    osp_snprintf(osp_log_state.ident, sizeof(osp_log_state.ident), "osprey/%s", name);
+    osp_log_close();
+    osp_snprintf(osp_log_state.ident, sizeof(osp_log_state.ident), "%s/%s", syslog_name, name);
     osp_log_state.target = target;
     if (target == OSP_LOG_TO_SYSLOG) {
         openlog(osp_log_state.ident, LOG_PID | LOG_NDELAY, LOG_MAIL);

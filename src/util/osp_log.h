@@ -29,8 +29,12 @@ enum osp_log_target {
     OSP_LOG_TO_STDERR,
 };
 
-/* name is the program role ("policyd", "filter"); copied. */
-void osp_log_open(const char *name, enum osp_log_target target);
+/*
+ * syslog_name is the ident prefix ("osprey", or the syslog_name parameter
+ * for a second instance), name the program role ("policyd", "filter");
+ * both copied.  The ident becomes "syslog_name/name".
+ */
+void osp_log_open(const char *syslog_name, const char *name, enum osp_log_target target);
 void osp_log_close(void);
 /* Each -v raises verbosity by one; osp_debug(level) prints if level <= it. */
 void osp_log_set_verbose(int verbose);
