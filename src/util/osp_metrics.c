@@ -62,6 +62,7 @@ struct osp_metric_family {
     size_t nlabels;
     double *bounds;              /* histograms */
     size_t nbounds;
+    char **le;                   /* nbounds + 1 rendered 'le="0.005"', last +Inf */
     struct osp_metric_child *children;
     struct osp_metric_child **children_tail;
 };
@@ -148,6 +149,10 @@ void osp_metrics_free(osp_metrics_t **regp)
         for (i = 0; i < f->nlabels; i++)
             free(f->label_names[i]);
         free(f->label_names);
+        if (f->le)
+            for (i = 0; i <= f->nbounds; i++)
+                free(f->le[i]);
+        free(f->le);
         free(f->bounds);
         free(f->name);
         free(f->help);
@@ -186,7 +191,7 @@ static int osp_metrics_name_ok(const char *s, int colon)
     return 1;
 }
 
-/* The series names a family owns besides its own name. */
+/* Suffixes of the names a family owns: its own, and a histogram's series. */
 static const char *const osp_metrics_suffixes[] = { "", "_bucket", "_sum", "_count" };
 
 static size_t osp_metrics_nsuffixes(enum osp_metric_type type)
@@ -255,7 +260,7 @@ osp_metrics_family_new(osp_metrics_t *reg, enum osp_metric_type type,
             bounds = osp_metrics_latency_bounds;
             nbounds = osp_metrics_latency_nbounds;
         }
-        if (nbounds > 0 && isinf(bounds[nbounds - 1]) && bounds[nbounds - 1] > 0)
+        if (nbounds > 0 && bounds[nbounds - 1] == INFINITY)
             nbounds--;                  /* +Inf is always there */
         for (i = 0; i < nbounds; i++) {
             if (isnan(bounds[i]) || (i > 0 && !(bounds[i - 1] < bounds[i])))
@@ -266,6 +271,19 @@ osp_metrics_family_new(osp_metrics_t *reg, enum osp_metric_type type,
         if (nbounds)
             memcpy(f->bounds, bounds, nbounds * sizeof(double));
         f->nbounds = nbounds;
+        f->le = osp_reallocarray(NULL, nbounds + 1, sizeof(char *));
+        for (i = 0; i <= nbounds; i++) {
+            osp_buf_t le;
+
+            osp_buf_init(&le, OSP_BUF_UNLIMITED);
+            osp_buf_append_str(&le, "le=\"");
+            if (i < nbounds)
+                osp_metrics_format_double(&le, bounds[i]);
+            else
+                osp_buf_append_str(&le, "+Inf");
+            osp_buf_append_char(&le, '"');
+            f->le[i] = osp_buf_steal(&le);
+        }
     }
 
     if (labels) {
@@ -519,7 +537,7 @@ void osp_counter_set(osp_counter_t *c, uint64_t v)
 
 uint64_t osp_counter_value(const osp_counter_t *c)
 {
-    return atomic_load_explicit(&((osp_counter_t *)c)->value, memory_order_relaxed);
+    return atomic_load_explicit(&c->value, memory_order_relaxed);
 }
 
 void osp_gauge_set(osp_gauge_t *g, double v)
@@ -545,8 +563,7 @@ void osp_gauge_add(osp_gauge_t *g, double v)
 
 double osp_gauge_value(const osp_gauge_t *g)
 {
-    return osp_metrics_u2d(atomic_load_explicit(&((osp_gauge_t *)g)->bits,
-                                                memory_order_relaxed));
+    return osp_metrics_u2d(atomic_load_explicit(&g->bits, memory_order_relaxed));
 }
 
 void osp_histogram_observe(osp_histogram_t *h, double seconds)
@@ -571,26 +588,31 @@ void osp_histogram_observe(osp_histogram_t *h, double seconds)
 /* ------------------------------------------------------------------ */
 
 /*
- * Shortest round-tripping form, like Go's strconv 'g' -1 that Prometheus's
- * own clients use.  Daemons keep the C locale for LC_NUMERIC, so the
- * decimal point is '.'.
+ * The fewest significant digits that read back as the same double, in
+ * plain notation when the decimal exponent is in [-4, 15) (so integers up
+ * to 10^15 print as integers) and in e-notation otherwise.  Daemons keep
+ * the C locale for LC_NUMERIC, so the decimal point is '.'.
  */
 int osp_metrics_format_double(osp_buf_t *out, double v)
 {
     char tmp[40];
-    int prec;
+    const char *e;
+    int digits, exp;
 
     if (isnan(v))
         return osp_buf_append_str(out, "NaN");
     if (isinf(v))
         return osp_buf_append_str(out, v > 0 ? "+Inf" : "-Inf");
-    for (prec = 1; prec < 17; prec++) {
-        osp_snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
+    for (digits = 1; digits < 17; digits++) {
+        osp_snprintf(tmp, sizeof(tmp), "%.*e", digits - 1, v);
         if (strtod(tmp, NULL) == v)
             break;
     }
-    if (prec == 17)
-        osp_snprintf(tmp, sizeof(tmp), "%.17g", v);
+    osp_snprintf(tmp, sizeof(tmp), "%.*e", digits - 1, v);
+    e = strchr(tmp, 'e');
+    exp = e ? atoi(e + 1) : 0;
+    if (exp >= -4 && exp < 15)
+        osp_snprintf(tmp, sizeof(tmp), "%.*g", digits > exp + 1 ? digits : exp + 1, v);
     return osp_buf_append_str(out, tmp);
 }
 
@@ -618,26 +640,14 @@ static int osp_metrics_render_histogram(osp_buf_t *out,
     size_t i;
 
     for (i = 0; i <= h->nbounds; i++) {
-        osp_buf_t le;
-        int r;
-
         cum += atomic_load_explicit(&h->buckets[i], memory_order_relaxed);
-        osp_buf_init(&le, 64);
-        osp_buf_append_str(&le, "le=\"");
-        if (i < h->nbounds)
-            osp_metrics_format_double(&le, h->bounds[i]);
-        else
-            osp_buf_append_str(&le, "+Inf");
-        osp_buf_append_char(&le, '"');
-        r = osp_metrics_series(out, f, "_bucket", c, osp_buf_cstr(&le));
-        osp_buf_close(&le);
-        if (r < 0 || osp_buf_printf(out, "%" PRIu64 "\n", cum) < 0)
+        if (osp_metrics_series(out, f, "_bucket", c, f->le[i]) < 0
+            || osp_buf_printf(out, "%" PRIu64 "\n", cum) < 0)
             return -1;
     }
     if (osp_metrics_series(out, f, "_sum", c, NULL) < 0
         || osp_metrics_format_double(out, osp_metrics_u2d(
-               atomic_load_explicit(&((struct osp_histogram *)h)->sum_bits,
-                                    memory_order_relaxed))) < 0
+               atomic_load_explicit(&h->sum_bits, memory_order_relaxed))) < 0
         || osp_buf_append_char(out, '\n') < 0)
         return -1;
     /* _count from the buckets, so it always matches le="+Inf". */

@@ -159,14 +159,15 @@ void osp_metrics_set_collect(osp_metrics_t *reg, osp_metrics_collect_fn fn, void
 /*
  * Append the whole registry to out in the text exposition format
  * (Content-Type: text/plain; version=0.0.4).  Returns 0, or -1 if out
- * reached its cap; out then holds a truncated rendering.
+ * reached its cap, leaving out as it was.
  */
 int osp_metrics_render(osp_metrics_t *reg, osp_buf_t *out);
 
 /*
- * Append v as Prometheus parses it: the shortest %g form that reads back
- * as the same double, or +Inf, -Inf, NaN.  Exposed for tests and for
- * callers that write samples themselves.
+ * Append v as Prometheus parses it: the fewest digits that read back as
+ * the same double ("0.005", "100000", "0.30000000000000004", "1e+15",
+ * "1e-05"), or +Inf, -Inf, NaN.  Exposed for tests and for callers that
+ * write samples themselves.
  */
 int osp_metrics_format_double(osp_buf_t *out, double v);
 
