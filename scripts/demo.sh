@@ -23,6 +23,8 @@ make -j"$(nproc)" >/dev/null || { echo "demo.sh: build failed" >&2; exit 1; }
 
 export top_srcdir=$top top_builddir=$build
 OSP_TEST_TIMEOUT=${OSP_TEST_TIMEOUT:-600}
+# The harness speaks TAP on standard output; the demo talks on stderr.
+exec >/dev/null
 # shellcheck source=../tests/integration/harness.sh
 . "$top/tests/integration/harness.sh"
 
@@ -46,11 +48,11 @@ say "   Postfix smtpd on port $OSP_SMTP_PORT, relaying to smtp-sink on port $OSP
 say "== sending ${#messages[@]} message(s)"
 sent=0
 for m in "${messages[@]}"; do
-    rcpt=$(sed -n 's/^To:.*<\{0,1\}\([^<> ]*@[^<> ]*\)>\{0,1\}.*/\1/p' "$m" | head -1)
-    from=$(sed -n 's/^From:.*<\([^>]*\)>.*/\1/p; s/^From: *\([^ <]*@[^ ]*\)$/\1/p' "$m" | head -1)
+    rcpt=$(grep -m1 -i '^To:' "$m" | grep -oE '[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+' | head -1)
+    from=$(grep -m1 -i '^From:' "$m" | grep -oE '[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+' | head -1)
     out=$(osp_swaks --server "127.0.0.1:$OSP_SMTP_PORT" --from "${from:-demo@example.org}" \
         --to "${rcpt:-postmaster@example.com}" --data "$m" 2>&1)
-    code=$(printf '%s\n' "$out" | sed -n 's/^<~* *\([245][0-9][0-9]\) .*/\1/p' | tail -1)
+    code=$(printf '%s\n' "$out" | sed -n 's/^<[-~*]* *\([245][0-9][0-9]\)[ -].*/\1/p' | grep -v '^221$' | tail -1)
     say "   $(basename "$m"): from=<$from> to=<$rcpt> last reply $code"
     [ "$code" = 250 ] && sent=$((sent + 1))
 done
