@@ -2,9 +2,33 @@
 #ifndef CTL_H
 #define CTL_H
 
+#include <stddef.h>
+
 #include "osp_config.h"
 
 /* ctl_params.c */
 extern const osp_param_def_t ctl_params[];
+
+/*
+ * One schema migration, sql/NNN_name.sql, embedded at build time by
+ * build-aux/sql2c.sh (ctl_migrations.c in the build tree).  The table is
+ * in increasing version order; all strings are static.
+ */
+typedef struct ctl_migration {
+    unsigned version;   /* NNN */
+    const char *name;   /* "core" */
+    const char *file;   /* "001_core.sql" */
+    const char *sql;    /* the file's exact bytes, NUL-terminated */
+    size_t len;
+} ctl_migration_t;
+
+extern const ctl_migration_t ctl_migrations[];
+extern const size_t ctl_migrations_count;
+
+/*
+ * ctl_db.c: "ospreyctl db SUBCOMMAND ARGS...".  argv[0] is the subcommand.
+ * Returns the exit status: 0 done, 1 failed (message printed), 2 usage.
+ */
+int ctl_db(const osp_config_t *cfg, int argc, char **argv);
 
 #endif

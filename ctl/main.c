@@ -21,8 +21,12 @@ int main(int argc, char **argv)
     osp_log_open(osp_config_str(prog.cfg, "syslog_name"), "ctl", OSP_LOG_TO_STDERR);
     if (prog.argc == 0 || strcmp(prog.argv[0], "help") == 0) {
         printf("commands:\n"
-               "  version    print the version\n"
-               "  help       this list\n");
+               "  db migrate [--to VERSION]  apply pending schema migrations\n"
+               "  db status                  show the schema version and pending migrations\n"
+               "  version                    print the version\n"
+               "  help                       this list\n");
+    } else if (strcmp(prog.argv[0], "db") == 0) {
+        status = ctl_db(prog.cfg, prog.argc - 1, prog.argv + 1);
     } else if (strcmp(prog.argv[0], "version") == 0) {
         printf("%s\n", PACKAGE_VERSION);
     } else {
