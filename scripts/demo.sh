@@ -1,9 +1,11 @@
 #!/bin/bash
-# Build Osprey and run its main job on real mail: a private PostgreSQL and a
-# private Postfix on loopback are started, the sample messages in
-# tests/data/demo (or the files given as arguments) are sent through
-# Postfix with swaks, and what reached the final destination (smtp-sink)
-# is printed.  Everything started is stopped again at the end.
+# Build Osprey and run its main job on real mail: a private PostgreSQL
+# (schema migrated with ospreyctl), osprey-policyd and a private Postfix on
+# loopback whose smtpd asks osprey-policyd at RCPT and END-OF-MESSAGE.  The
+# sample messages in tests/data/demo (or the files given as arguments) are
+# sent from a clean client, and a few from a blocked network, a blocked
+# sender and a bad HELO; the SMTP answers and what reached the final
+# destination (smtp-sink) are printed.  Everything started is stopped again.
 #
 #   sudo ./scripts/demo.sh [MESSAGE.eml ...]
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,23 +41,69 @@ fi
 say "== starting private PostgreSQL"
 pg_start >/dev/null || osp_die "PostgreSQL did not start"
 say "   $(pg_psql -c 'SELECT version()' | cut -d, -f1) on $PGHOST"
+say "== migrating the schema"
+: >"$OSP_TMP/osprey.conf"
+"$build/ospreyctl" -c "$OSP_TMP/osprey.conf" -o "database_connection=$OSP_PG_CONNINFO" \
+    db migrate >&2 || osp_die "ospreyctl db migrate failed"
+
+say "== starting osprey-policyd"
+etc=$(osp_mkdir policyd)
+printf '198.51.100.0/24\n2001:db8:bad::/48\n' >"$etc/client_block"
+printf 'blocked@example.org\n' >"$etc/sender_block"
+ppol=$(osp_free_port) && pmet=$(osp_free_port) || osp_die "no free port"
+osp_spawn policyd "$build/osprey-policyd" -f -c "$OSP_TMP/osprey.conf" \
+    -o "policyd_listen=inet:127.0.0.1:$ppol" -o "policyd_metrics_listen=127.0.0.1:$pmet" \
+    -o osprey_user=nobody -o "policyd_client_block_files=$etc/client_block" \
+    -o "policyd_sender_block_files=$etc/sender_block" \
+    -o "policyd_my_names=test.localdomain" \
+    -o "policyd_rate_limits=sender:3/1h:messages:DEFER"
+osp_wait_until 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$ppol" ||
+    osp_die "osprey-policyd did not start"
+say "   listening on 127.0.0.1:$ppol (blocked: 198.51.100.0/24, 2001:db8:bad::/48, blocked@example.org;"
+say "   rate limit: 3 messages per hour per sender)"
+
 say "== starting smtp-sink and a private Postfix on 127.0.0.1"
 sink_start >/dev/null || osp_die "smtp-sink did not start"
-postfix_start >/dev/null || osp_die "Postfix did not start"
+svc="check_policy_service { inet:127.0.0.1:$ppol, timeout=10s, default_action=DUNNO }"
+postfix_start "inet_protocols = all" \
+    "smtpd_recipient_restrictions = $svc, permit_mynetworks, reject_unauth_destination" \
+    "smtpd_end_of_data_restrictions = $svc" >/dev/null || osp_die "Postfix did not start"
 say "   Postfix smtpd on port $OSP_SMTP_PORT, relaying to smtp-sink on port $OSP_SINK_PORT"
-"$build/osprey-policyd" -n -c /dev/null >/dev/null || osp_die "osprey-policyd does not start"
 
 say "== sending ${#messages[@]} message(s)"
 sent=0
 for m in "${messages[@]}"; do
     rcpt=$(grep -m1 -i '^To:' "$m" | grep -oE '[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+' | head -1)
     from=$(grep -m1 -i '^From:' "$m" | grep -oE '[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+' | head -1)
-    out=$(osp_swaks --server "127.0.0.1:$OSP_SMTP_PORT" --from "${from:-demo@example.org}" \
-        --to "${rcpt:-postmaster@example.com}" --data "$m" 2>&1)
+    out=$(osp_swaks --xclient 'ADDR=203.0.113.7 NAME=mail.example.net' \
+        --from "${from:-demo@example.org}" --to "${rcpt:-postmaster@example.com}" --data "$m" 2>&1)
     code=$(printf '%s\n' "$out" | sed -n 's/^<[-~*]* *\([245][0-9][0-9]\)[ -].*/\1/p' | grep -v '^221$' | tail -1)
     say "   $(basename "$m"): from=<$from> to=<$rcpt> last reply $code"
     [ "$code" = 250 ] && sent=$((sent + 1))
 done
+
+say "== policy checks on unwanted clients"
+probe() { # description swaks-args...
+    local d=$1 out code
+    shift
+    out=$(osp_swaks "$@" 2>&1)
+    code=$(printf '%s\n' "$out" | sed -n 's/^<[-~*]* *\([245][0-9][0-9] [0-9.]* .*\)/\1/p' |
+        grep -v '^221' | tail -1)
+    say "   $d: $code"
+}
+probe "client 198.51.100.5 (blocked network)" --xclient 'ADDR=198.51.100.5' \
+    --from a@example.net --to r@example.com
+probe "client 2001:db8:bad::7 (blocked IPv6 network)" --xclient 'ADDR=IPV6:2001:db8:bad::7' \
+    --from a@example.net --to r@example.com
+probe "sender blocked@example.org" --xclient 'ADDR=203.0.113.8' \
+    --from blocked@example.org --to r@example.com
+probe "HELO test.localdomain (claims to be us)" --xclient 'ADDR=203.0.113.9' \
+    --helo test.localdomain --from a@example.net --to r@example.com
+for i in 1 2 3 4; do
+    probe "message $i from burst@example.org (limit 3/h)" --xclient 'ADDR=203.0.113.10' \
+        --from burst@example.org --to r@example.com
+done
+sent=$((sent + 3))
 
 say "== waiting for delivery"
 sink_wait_count "$sent" 30 || say "   not everything arrived in 30 s"
@@ -65,8 +113,10 @@ for f in $(sink_files); do
     subj=$(grep -m1 -i '^Subject:' "$f")
     say "   delivered: ${subj:-"(no subject)"}"
 done
-say "== delivery log"
-grep -E 'status=' "$OSP_MAILLOG" | sed 's/^/   /' >&2
+say "== Postfix log: policy rejections and deliveries"
+grep -E 'NOQUEUE: reject|status=' "$OSP_MAILLOG" | sed 's/^.*\]: /   /' >&2
+say "== osprey-policyd log"
+grep -E 'action=' "$OSP_TMP/policyd.log" | sed 's/^/   /' >&2
 say "== stopping everything"
 osp_cleanup
 exit 0
