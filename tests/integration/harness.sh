@@ -1305,3 +1305,128 @@ osp_swaks() {
     swaks --server "127.0.0.1:$OSP_SMTP_PORT" --timeout 15 \
         --helo client.test "$@" </dev/null
 }
+
+# ===========================================================================
+# Additions for the store/ tests (tests/integration/store_*.sh): schema
+# loading and a streaming-replication standby of the private server.
+# Added as a separate section; nothing above depends on it.
+#
+#   pg_schema_load        "ospreyctl db migrate" into $PGDATABASE when
+#                         ospreyctl is built, else apply sql/NNN_*.sql in
+#                         order, each in one transaction.
+#   pg_standby_start      pg_basebackup -R from the running primary into
+#                         $OSP_TMP/pg/standby and start it as user postgres
+#                         on its own socket directory and port. Exports
+#                         OSP_PG2_HOST OSP_PG2_PORT OSP_PG2_DATA OSP_PG2_LOG.
+#                         Waits until it accepts (read-only) connections.
+#   pg_standby_promote    pg_ctl promote (waits until it accepts writes).
+#   pg_standby_stop       pg_ctl stop -m fast, KILL if needed (by PID).
+#   pg_primary_kill       Stop the primary with -m immediate (a crash).
+# ===========================================================================
+
+_osp_pg2_pid=
+
+pg_schema_load() {
+    local f ctl=$OSP_TOP_BUILDDIR/ospreyctl
+    : >"$OSP_TMP/osprey-schema.conf"
+    if [ -x "$ctl" ] && "$ctl" -c "$OSP_TMP/osprey-schema.conf" \
+        -o "database_connection=$OSP_PG_CONNINFO" db migrate \
+        >>"$OSP_TMP/pg/schema.log" 2>&1 </dev/null; then
+        return 0
+    fi
+    # No ospreyctl (or it failed): apply the files by hand.
+    psql -X -q -v ON_ERROR_STOP=1 -c "CREATE TABLE IF NOT EXISTS public.schema_migrations (
+        version integer PRIMARY KEY CHECK (version > 0), name text NOT NULL,
+        checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())" \
+        >>"$OSP_TMP/pg/schema.log" 2>&1 </dev/null || return 1
+    for f in "$OSP_TOP_SRCDIR"/sql/[0-9][0-9][0-9]_*.sql; do
+        if ! psql -X -q -v ON_ERROR_STOP=1 -1 -f "$f" >>"$OSP_TMP/pg/schema.log" 2>&1 \
+            </dev/null; then
+            tap_diag "pg_schema_load: $f failed:"
+            tail -n 20 "$OSP_TMP/pg/schema.log" | tap_diag
+            return 1
+        fi
+    done
+    return 0
+}
+
+_osp_pg2_ctl() {
+    (cd "$OSP_TMP/pg" && runuser -u postgres -- "$OSP_PG_BINDIR/pg_ctl" \
+        -D "$OSP_PG2_DATA" "$@" </dev/null {_osp_stdout}>&- {_osp_stderr}>&-)
+}
+
+_osp_pg2_ready() {
+    pg_isready -q -h "$OSP_PG2_HOST" -p "$OSP_PG2_PORT" -t 2 >/dev/null 2>&1
+}
+
+_osp_pg2_writable() {
+    [ "$(psql -X -A -t -h "$OSP_PG2_HOST" -p "$OSP_PG2_PORT" -U osprey_admin -d osprey \
+        -c 'SELECT pg_is_in_recovery()' 2>/dev/null </dev/null)" = f ]
+}
+
+pg_standby_start() {
+    local pgdir=$OSP_TMP/pg
+    OSP_PG2_DATA=$pgdir/standby
+    OSP_PG2_HOST=$pgdir/run2
+    OSP_PG2_LOG=$pgdir/standby.log
+    if [ -z "${OSP_PG2_PORT:-}" ]; then
+        OSP_PG2_PORT=$(osp_free_port) || return 1
+    fi
+    export OSP_PG2_DATA OSP_PG2_HOST OSP_PG2_PORT OSP_PG2_LOG
+    mkdir -p "$OSP_PG2_HOST" || return 1
+    chown postgres:postgres "$OSP_PG2_HOST"
+    chmod 755 "$OSP_PG2_HOST"
+    if [ ! -d "$OSP_PG2_DATA" ]; then
+        if ! (cd "$pgdir" && runuser -u postgres -- "$OSP_PG_BINDIR/pg_basebackup" \
+            -h "$PGHOST" -p "$PGPORT" -U osprey_admin -D "$OSP_PG2_DATA" -R -X stream \
+            -c fast --no-sync >"$pgdir/basebackup.log" 2>&1 </dev/null); then
+            tap_diag "pg_standby_start: pg_basebackup failed:"
+            tail -n 20 "$pgdir/basebackup.log" | tap_diag
+            return 1
+        fi
+        cat >>"$OSP_PG2_DATA/postgresql.conf" <<EOF2
+
+# Osprey test standby
+port = $OSP_PG2_PORT
+unix_socket_directories = '$OSP_PG2_HOST'
+hot_standby = on
+EOF2
+        chown postgres:postgres "$OSP_PG2_DATA/postgresql.conf"
+        chmod 700 "$OSP_PG2_DATA"
+    fi
+    touch "$OSP_PG2_LOG"
+    chown postgres:postgres "$OSP_PG2_LOG"
+    osp_add_log "$OSP_PG2_LOG"
+    if ! _osp_pg2_ctl -l "$OSP_PG2_LOG" -w -t 30 -s start >>"$pgdir/pg_ctl2.log" 2>&1; then
+        tap_diag "pg_standby_start: pg_ctl start failed:"
+        tail -n 20 "$pgdir/pg_ctl2.log" "$OSP_PG2_LOG" | tap_diag
+        read -r _osp_pg2_pid 2>/dev/null <"$OSP_PG2_DATA/postmaster.pid"
+        [ -n "$_osp_pg2_pid" ] && osp_track_pid "$_osp_pg2_pid"
+        return 1
+    fi
+    read -r _osp_pg2_pid <"$OSP_PG2_DATA/postmaster.pid"
+    osp_track_pid "$_osp_pg2_pid"
+    osp_on_exit pg_standby_stop
+    osp_wait_until 30 _osp_pg2_ready
+}
+
+pg_standby_promote() {
+    _osp_pg2_ctl -w -t 30 -s promote >>"$OSP_TMP/pg/pg_ctl2.log" 2>&1 || return 1
+    osp_wait_until 30 _osp_pg2_writable
+}
+
+pg_standby_stop() {
+    local pid=$_osp_pg2_pid
+    [ -n "$pid" ] || return 0
+    if osp_alive "$pid"; then
+        _osp_pg2_ctl -m fast -w -t 20 -s stop >>"$OSP_TMP/pg/pg_ctl2.log" 2>&1
+        osp_wait_until 5 osp_dead "$pid" || kill -KILL "$pid" 2>/dev/null
+    fi
+    _osp_pg2_pid=
+    return 0
+}
+
+pg_primary_kill() {
+    _osp_pg_ctl -m immediate -w -t 20 -s stop >>"$OSP_TMP/pg/pg_ctl.log" 2>&1
+    pg_stop
+}
