@@ -1,0 +1,86 @@
+/*
+ * filter_quarantine: "store this message for these recipients", async.
+ *
+ * The interface is one operation so that backends can be swapped: today a
+ * local spool directory (filter_quarantine_spool_create), later the
+ * PostgreSQL store.  A backend completes a request exactly once, on the
+ * loop thread, with 0 (committed: it survives a crash of this process and
+ * of the machine) or -1 (temporary failure: the caller answers 4xx).
+ *
+ *   filter_quarantine_req_t *req = &tx->qreq;      (embedded in the caller)
+ *   req->scan_id = ...; req->rcpts = ...; req->body = ...;
+ *   if (filter_quarantine_store(q, req, done_cb) < 0)
+ *       ... failed at once: done_cb is NOT called, answer 4xx ...
+ *
+ * Everything the request points to is borrowed and must stay valid and
+ * unchanged until done_cb runs; the caller must not free the request
+ * before that (there is no cancel: the write finishes even if the client
+ * is gone, which at worst quarantines a message Postfix will offer again).
+ */
+#ifndef FILTER_QUARANTINE_H
+#define FILTER_QUARANTINE_H
+
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "filter_body.h"
+
+typedef struct filter_quarantine_req filter_quarantine_req_t;
+typedef void (*filter_quarantine_cb)(filter_quarantine_req_t *req, int status);
+
+struct filter_quarantine_req {
+    /* Input, all borrowed. */
+    const char *scan_id;
+    const char *queue_id;           /* "" if unknown */
+    const char *sender;             /* "" for <> */
+    size_t nrcpt;
+    const char *const *rcpts;
+    const char *reason;             /* why it is quarantined; printable */
+    double score;
+    const char *add_headers;        /* header lines to put on top, CR LF ended */
+    size_t add_headers_len;
+    const filter_body_t *body;
+    void *data;                     /* the caller's */
+    /* Output. */
+    int status;
+    char error[256];                /* printable, when status < 0 */
+    char location[256];             /* where it went (path, row id), for logs */
+    /* Private to the backend. */
+    uv_work_t work;
+    filter_quarantine_cb done;
+    void *backend;
+};
+
+typedef struct filter_quarantine filter_quarantine_t;
+
+typedef struct filter_quarantine_ops {
+    const char *name;
+    /* Start storing req; 0, or -1 (req->error set, done not called). */
+    int (*store)(filter_quarantine_t *q, filter_quarantine_req_t *req);
+    /* Free the backend; no request may be pending. */
+    void (*free)(filter_quarantine_t *q);
+} filter_quarantine_ops_t;
+
+struct filter_quarantine {
+    const filter_quarantine_ops_t *ops;
+    uv_loop_t *loop;                /* borrowed */
+    unsigned pending;               /* requests started, not yet done */
+};
+
+int filter_quarantine_store(filter_quarantine_t *q, filter_quarantine_req_t *req,
+                            filter_quarantine_cb done);
+void filter_quarantine_free(filter_quarantine_t **qp);
+
+/*
+ * The spool backend: each message becomes one file DIR/SCANID.eml,
+ * written as DIR/.SCANID.tmp, fsync'ed, renamed, and the directory
+ * fsync'ed, all in the thread pool.  The file starts with
+ * "X-Osprey-Quarantine-*" header lines (sender, one per recipient, queue
+ * id, reason, score), then the message with our added headers.
+ * Returns NULL with a message in err if dir is not a writable directory.
+ */
+filter_quarantine_t *filter_quarantine_spool_create(uv_loop_t *loop, const char *dir,
+                                                    char *err, size_t errsize);
+
+#endif
