@@ -14,7 +14,7 @@
 #include "osp_mem.h"
 #include "filter_quarantine.h"
 
-static void filter_quarantine__done(filter_quarantine_req_t *req)
+void filter_quarantine__done(filter_quarantine_req_t *req)
 {
     filter_quarantine_t *q = req->backend;
 

@@ -1,9 +1,10 @@
 /*
  * filter_quarantine: "store this message for these recipients", async.
  *
- * The interface is one operation so that backends can be swapped: today a
- * local spool directory (filter_quarantine_spool_create), later the
- * PostgreSQL store.  A backend completes a request exactly once, on the
+ * The interface is one operation so that backends can be swapped: the
+ * PostgreSQL store (filter_quarantine_db_create, the default) or a local
+ * spool directory (filter_quarantine_spool_create, for sites without
+ * PostgreSQL).  A backend completes a request exactly once, on the
  * loop thread, with 0 (committed: it survives a crash of this process and
  * of the machine) or -1 (temporary failure: the caller answers 4xx).
  *
@@ -21,6 +22,7 @@
 #define FILTER_QUARANTINE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <uv.h>
 
@@ -41,6 +43,9 @@ struct filter_quarantine_req {
     const char *add_headers;        /* header lines to put on top, CR LF ended */
     size_t add_headers_len;
     const filter_body_t *body;
+    /* Optional, for backends that keep metadata (the database); NULL/-1: none. */
+    const int64_t *accounts;        /* nrcpt owning accounts (< 0: root, 0) or NULL */
+    const char *client_addr, *client_name, *helo, *subject, *message_id;
     void *data;                     /* the caller's */
     /* Output. */
     int status;
@@ -70,6 +75,8 @@ struct filter_quarantine {
 
 int filter_quarantine_store(filter_quarantine_t *q, filter_quarantine_req_t *req,
                             filter_quarantine_cb done);
+/* For backends: complete req (req->status set) on the loop thread. */
+void filter_quarantine__done(filter_quarantine_req_t *req);
 void filter_quarantine_free(filter_quarantine_t **qp);
 
 /*
@@ -82,5 +89,27 @@ void filter_quarantine_free(filter_quarantine_t **qp);
  */
 filter_quarantine_t *filter_quarantine_spool_create(uv_loop_t *loop, const char *dir,
                                                     char *err, size_t errsize);
+
+/*
+ * The database backend: osp_store_quarantine(), the body and one row per
+ * recipient in one transaction with synchronous commit.  The body (our
+ * header lines, then the message) is read into memory in the thread pool,
+ * then handed to the store on the loop thread; the request completes with
+ * 0 only once COMMIT is confirmed.  Database away, breaker open, deadline
+ * passed or outcome unknown: -1, so the caller answers 4xx and Postfix
+ * retries; the store is idempotent on (queue id, recipient), so a retry
+ * after an unknown outcome stores nothing twice.  A message without a
+ * Postfix queue id is stored under "osprey:SCANID" (not idempotent across
+ * retries: Postfix always sends XFORWARD IDENT in the shipped setup).
+ *
+ * st is borrowed and must outlive the backend, or until
+ * filter_quarantine_db_detach(): after that, requests fail at once.
+ * timeout_ms: the store's deadline for one request (0: its default).
+ */
+struct osp_store;
+filter_quarantine_t *filter_quarantine_db_create(uv_loop_t *loop, struct osp_store *st,
+                                                 uint64_t timeout_ms);
+/* Forget the store (it is being freed): pending and later requests fail. */
+void filter_quarantine_db_detach(filter_quarantine_t *q);
 
 #endif

@@ -83,6 +83,22 @@ int filter_conf_load(const osp_config_t *cfg, filter_conf_t *conf, char *err, si
         return -1;
     }
     conf->pause_ms = (uint64_t)osp_config_duration_ms(cfg, "filter_debug_pause");
+    conf->quarantine_backend = osp_config_str(cfg, "filter_quarantine_backend");
+    if (strcmp(conf->quarantine_backend, "database") != 0 &&
+        strcmp(conf->quarantine_backend, "spool") != 0) {
+        osp_snprintf(err, errsize, "filter_quarantine_backend: \"%s\" is not one of database, "
+                     "spool", conf->quarantine_backend);
+        return -1;
+    }
+    conf->quarantine_timeout_ms =
+        (uint64_t)osp_config_duration_ms(cfg, "filter_quarantine_timeout");
+    conf->account_settings = osp_config_bool(cfg, "filter_account_settings");
+    conf->account_cache_ttl_ms = (uint64_t)osp_config_duration_ms(cfg, "filter_account_cache_ttl");
+    conf->account_cache_size = (size_t)osp_config_int(cfg, "filter_account_cache_size");
+    conf->account_timeout_ms = (uint64_t)osp_config_duration_ms(cfg, "filter_account_timeout");
+    conf->message_log = osp_config_bool(cfg, "filter_message_log");
+    conf->message_log_journal = osp_config_str(cfg, "filter_message_log_journal");
+    conf->metrics_listen = osp_config_str(cfg, "filter_metrics_listen");
     conf->reinject.target = osp_strdup(osp_config_str(cfg, "filter_reinject"));
     conf->reinject.helo = osp_strdup(conf->hostname);
     conf->reinject.connect_timeout_ms =
@@ -116,6 +132,13 @@ filter_server_t *filter_server_create(uv_loop_t *loop, const filter_conf_t *conf
     srv->scan = scan;
     srv->quarantine = quarantine;
     srv->reinject = reinject;
+    srv->defaults.account_id = -1;
+    srv->defaults.tag_score = conf->thresholds.tag_score;
+    srv->defaults.quarantine_score = conf->thresholds.quarantine_score;
+    osp_strlcpy(srv->defaults.subject_prefix, conf->tag_prefix ? conf->tag_prefix : "",
+                sizeof(srv->defaults.subject_prefix));
+    srv->defaults.spam_action = FILTER_ACTION_QUARANTINE;
+    srv->defaults.source = FILTER_SETTINGS_DEFAULT;
     /* Listeners never move: a fixed array sized for the configuration. */
     srv->listeners = osp_calloc(conf->nlisten ? conf->nlisten : 1, sizeof(*srv->listeners));
     return srv;

@@ -23,6 +23,7 @@
 #include <uv.h>
 
 #include "osp_config.h"
+#include "filter_accounts.h"
 #include "filter_quarantine.h"
 #include "filter_reinject.h"
 #include "filter_scan.h"
@@ -57,6 +58,16 @@ typedef struct filter_conf {
     enum filter_pause_stage pause_stage;
     uint64_t pause_ms;
     filter_reinject_conf_t reinject;  /* target and helo owned */
+    /* Store-backed parts (main.c wires them; all optional). */
+    const char *quarantine_backend; /* "database" or "spool" (borrowed) */
+    bool account_settings;          /* resolve recipients' settings */
+    uint64_t account_cache_ttl_ms;
+    size_t account_cache_size;
+    uint64_t account_timeout_ms;
+    uint64_t quarantine_timeout_ms;
+    bool message_log;
+    const char *message_log_journal;/* borrowed */
+    const char *metrics_listen;     /* borrowed; "" disables */
 } filter_conf_t;
 
 /* Read and check the parameters; -1 with err set names the parameter. */
@@ -82,6 +93,9 @@ typedef struct filter_server {
     filter_scan_t *scan;            /* borrowed */
     filter_quarantine_t *quarantine;/* borrowed */
     filter_reinject_t *reinject;    /* borrowed */
+    filter_accounts_t *accounts;    /* borrowed; NULL: global defaults for everyone */
+    filter_rcpt_settings_t defaults;/* the global thresholds, prefix and action */
+    struct osp_store_log *msglog;   /* borrowed; NULL: no message log */
     filter_listener_t *listeners;   /* owned array */
     size_t nlisteners;
     unsigned listeners_open;
@@ -92,6 +106,7 @@ typedef struct filter_server {
     bool shutting_down;
     /* Counters since start, for logs and (later) metrics. */
     uint64_t n_messages, n_delivered, n_quarantined, n_discarded, n_rejected, n_tempfail;
+    uint64_t n_log_dropped;         /* message log rows the writer refused */
 } filter_server_t;
 
 filter_server_t *filter_server_create(uv_loop_t *loop, const filter_conf_t *conf,

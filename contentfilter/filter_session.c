@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,8 @@
 #include "osp_buf.h"
 #include "osp_log.h"
 #include "osp_mem.h"
+#include "osp_store.h"
+#include "filter_accounts.h"
 #include "filter_body.h"
 #include "filter_proto.h"
 #include "filter_quarantine.h"
@@ -46,6 +49,7 @@ typedef struct fs_group {
     size_t n;
     osp_buf_t headers;              /* our header lines for this copy */
     bool tagged;
+    const filter_rcpt_settings_t *set;  /* borrowed: the first recipient's */
     struct filter_tx *tx;           /* borrowed back-pointer */
 } fs_group_t;
 
@@ -71,7 +75,11 @@ typedef struct filter_tx {
     filter_scan_msg_t msg;
     filter_scan_job_t job;
     bool job_inited;
-    fs_group_t groups[2];           /* 0 plain, 1 tagged */
+    fs_group_t *groups;             /* owned; one per (tagged, settings) variant */
+    size_t ngroups;
+    filter_rcpt_settings_t *settings;   /* owned; nrcpt, once resolved */
+    int64_t *qaccounts;             /* owned; the quarantined recipients' accounts */
+    char *subject, *message_id;     /* owned; raw header values, or NULL */
     filter_quarantine_req_t qreq;
     const char **qrcpts;            /* owned array of borrowed strings */
     size_t *qmap;                   /* owned */
@@ -218,8 +226,6 @@ static filter_tx_t *fs_tx_create(filter_session_t *sess)
     filter_data_init(&tx->dec);
     osp_buf_init(&tx->headers, FS_SCAN_HEADERS_MAX);
     osp_buf_init(&tx->qheaders, OSP_BUF_UNLIMITED);
-    for (i = 0; i < 2; i++)
-        osp_buf_init(&tx->groups[i].headers, OSP_BUF_UNLIMITED);
     /* XFORWARD given before MAIL belongs to this transaction. */
     for (i = 0; i < FILTER_XA__COUNT; i++) {
         tx->xfwd[i] = sess->xfwd[i];
@@ -243,8 +249,7 @@ static filter_tx_t *fs_tx_create(filter_session_t *sess)
 static void fs_tx_free(filter_tx_t **txp)
 {
     filter_tx_t *tx = *txp;
-    size_t i;
-    int g;
+    size_t i, g;
 
     if (tx == NULL)
         return;
@@ -266,11 +271,16 @@ static void fs_tx_free(filter_tx_t **txp)
     free(tx->rcpt_addrs);
     if (tx->job_inited)
         filter_scan_job_close(&tx->job);
-    for (g = 0; g < 2; g++) {
+    for (g = 0; g < tx->ngroups; g++) {
         free(tx->groups[g].rr);
         free(tx->groups[g].map);
         osp_buf_close(&tx->groups[g].headers);
     }
+    free(tx->groups);
+    free(tx->settings);
+    free(tx->qaccounts);
+    free(tx->subject);
+    free(tx->message_id);
     free(tx->qrcpts);
     free(tx->qmap);
     osp_buf_close(&tx->qheaders);
@@ -603,11 +613,73 @@ static void fs_scan_done_cb(filter_scan_job_t *job, int status)
     fs_stage(sess, FILTER_PAUSE_AFTER_SCAN, fs_step_deliver);
 }
 
+/*
+ * The unfolded value of the first header field NAME in the header section
+ * (raw: not MIME-decoded), at most 998 bytes; caller frees.  NULL if absent.
+ */
+static char *fs_header_value(const char *h, size_t len, const char *name)
+{
+    size_t nlen = strlen(name), i = 0;
+
+    while (i < len) {
+        size_t eol = i;
+        while (eol < len && h[eol] != '\n')
+            eol++;
+        if (eol - i > nlen && strncasecmp(h + i, name, nlen) == 0 && h[i + nlen] == ':') {
+            osp_buf_t v;
+            size_t j = i + nlen + 1;
+            osp_buf_init(&v, 998);
+            for (;;) {
+                for (; j < eol; j++)
+                    if (h[j] != '\r' && osp_buf_append_char(&v, h[j] == '\t' ? ' ' : h[j]) < 0)
+                        break;
+                /* continuation lines start with white space */
+                if (eol + 1 < len && (h[eol + 1] == ' ' || h[eol + 1] == '\t')) {
+                    j = eol + 1;
+                    eol = j;
+                    while (eol < len && h[eol] != '\n')
+                        eol++;
+                    continue;
+                }
+                break;
+            }
+            {
+                char *r = osp_buf_steal(&v), *p = r, *e;
+                while (*p == ' ')
+                    p++;
+                memmove(r, p, strlen(p) + 1);
+                e = r + strlen(r);
+                while (e > r && e[-1] == ' ')
+                    *--e = '\0';
+                return r;
+            }
+        }
+        i = eol + 1;
+    }
+    return NULL;
+}
+
+static void fs_step_scan_start(filter_session_t *sess);
+
+static void fs_resolved_cb(void *ctx)
+{
+    filter_tx_t *tx = ctx;
+    filter_session_t *sess = tx->sess;
+
+    tx->pending--;
+    if (sess->state != FS_PROCESS || tx->abandoned) {
+        fs_maybe_free(sess);
+        return;
+    }
+    fs_step_scan_start(sess);
+}
+
+/* Gather what the scanners and the recipients' settings need, then resolve. */
 static void fs_step_scan(filter_session_t *sess)
 {
     filter_tx_t *tx = sess->tx;
+    filter_server_t *srv = sess->srv;
     size_t i;
-    int rc;
 
     if (filter_body_header_end(&tx->body, FS_SCAN_HEADERS_MAX, &tx->header_end) < 0)
         tx->header_end = 0;   /* headers too long to rewrite: no Subject tagging */
@@ -626,9 +698,30 @@ static void fs_step_scan(filter_session_t *sess)
             off += (uint64_t)got;
         }
     }
+    tx->subject = fs_header_value(tx->headers.data ? tx->headers.data : "", tx->headers.len,
+                                  "Subject");
+    tx->message_id = fs_header_value(tx->headers.data ? tx->headers.data : "",
+                                     tx->headers.len, "Message-ID");
     tx->rcpt_addrs = osp_calloc(tx->nrcpt, sizeof(*tx->rcpt_addrs));
     for (i = 0; i < tx->nrcpt; i++)
         tx->rcpt_addrs[i] = tx->rcpts[i].addr;
+    tx->settings = osp_calloc(tx->nrcpt, sizeof(*tx->settings));
+    if (srv->accounts == NULL) {
+        for (i = 0; i < tx->nrcpt; i++)
+            tx->settings[i] = srv->defaults;
+    } else if (filter_accounts_resolve(srv->accounts, tx->rcpt_addrs, tx->nrcpt, tx->settings,
+                                       fs_resolved_cb, tx) > 0) {
+        tx->pending++;
+        return;
+    }
+    fs_step_scan_start(sess);
+}
+
+static void fs_step_scan_start(filter_session_t *sess)
+{
+    filter_tx_t *tx = sess->tx;
+    int rc;
+
     tx->msg.scan_id = tx->scan_id;
     tx->msg.queue_id = tx->xfwd[FILTER_XA_IDENT] ? tx->xfwd[FILTER_XA_IDENT] : "";
     tx->msg.sender = tx->sender;
@@ -655,16 +748,15 @@ static void fs_step_scan(filter_session_t *sess)
 }
 
 /* Our header lines for one copy. */
-static void fs_build_headers(filter_tx_t *tx, osp_buf_t *out, bool spam)
+static void fs_build_headers(filter_tx_t *tx, osp_buf_t *out, bool spam,
+                             const filter_rcpt_settings_t *set)
 {
     const filter_scan_result_t *res = &tx->job.result;
-    const filter_conf_t *conf = tx->sess->srv->conf;
 
     osp_buf_printf(out, "X-Osprey-Scan-Id: %s\r\n", tx->scan_id);
     osp_buf_printf(out, "X-Spam-Score: %.1f\r\n", res->score);
     osp_buf_printf(out, "X-Spam-Status: %s, score=%.1f tag=%.1f quarantine=%.1f\r\n",
-                   spam ? "Yes" : "No", res->score, conf->thresholds.tag_score,
-                   conf->thresholds.quarantine_score);
+                   spam ? "Yes" : "No", res->score, set->tag_score, set->quarantine_score);
     osp_buf_append(out, res->add_headers.data, res->add_headers.len);
 }
 
@@ -733,19 +825,51 @@ static void fs_step_deliver(filter_session_t *sess)
 {
     filter_tx_t *tx = sess->tx;
     filter_server_t *srv = sess->srv;
-    const filter_scan_result_t *res = &tx->job.result;
+    filter_scan_result_t *res = &tx->job.result;
     enum filter_route *routes = osp_calloc(tx->nrcpt, sizeof(*routes));
-    size_t i;
-    int gi;
+    size_t i, gi;
 
+    /* Each recipient's own thresholds (the account's, else the global ones). */
+    for (i = 0; i < tx->nrcpt; i++) {
+        const filter_rcpt_settings_t *set = &tx->settings[i];
+        char why[64];
+        if (res->score >= set->quarantine_score) {
+            osp_snprintf(why, sizeof(why), "score %.1f >= %.1f", res->score,
+                         set->quarantine_score);
+            filter_scan_result_raise(res, i, set->spam_action, why);
+        }
+        if (res->score >= set->tag_score) {
+            osp_snprintf(why, sizeof(why), "score %.1f >= %.1f", res->score, set->tag_score);
+            filter_scan_result_raise(res, i, FILTER_ACTION_TAG, why);
+        }
+    }
     filter_route(res, sess->lmtp, routes);
+    tx->groups = osp_calloc(tx->nrcpt, sizeof(*tx->groups));
     for (i = 0; i < tx->nrcpt; i++) {
         fs_rcpt_t *r = &tx->rcpts[i];
         r->route = routes[i];
         switch (routes[i]) {
         case FILTER_ROUTE_REINJECT:
         case FILTER_ROUTE_REINJECT_TAGGED: {
-            fs_group_t *g = &tx->groups[routes[i] == FILTER_ROUTE_REINJECT_TAGGED];
+            const filter_rcpt_settings_t *set = &tx->settings[i];
+            bool tagged = routes[i] == FILTER_ROUTE_REINJECT_TAGGED;
+            fs_group_t *g = NULL;
+            /* One copy per variant: plain, or tagged with this prefix and thresholds. */
+            for (gi = 0; gi < tx->ngroups; gi++) {
+                fs_group_t *c = &tx->groups[gi];
+                if (c->tagged == tagged && c->set->tag_score == set->tag_score &&
+                    c->set->quarantine_score == set->quarantine_score &&
+                    (!tagged || strcmp(c->set->subject_prefix, set->subject_prefix) == 0)) {
+                    g = c;
+                    break;
+                }
+            }
+            if (g == NULL) {
+                g = &tx->groups[tx->ngroups++];
+                g->tagged = tagged;
+                g->set = set;
+                osp_buf_init(&g->headers, OSP_BUF_UNLIMITED);
+            }
             g->rr = osp_reallocarray(g->rr, g->n + 1, sizeof(*g->rr));
             g->map = osp_reallocarray(g->map, g->n + 1, sizeof(*g->map));
             memset(&g->rr[g->n], 0, sizeof(g->rr[g->n]));
@@ -759,6 +883,8 @@ static void fs_step_deliver(filter_session_t *sess)
         case FILTER_ROUTE_QUARANTINE:
             tx->qrcpts = osp_reallocarray(tx->qrcpts, tx->nq + 1, sizeof(*tx->qrcpts));
             tx->qmap = osp_reallocarray(tx->qmap, tx->nq + 1, sizeof(*tx->qmap));
+            tx->qaccounts = osp_reallocarray(tx->qaccounts, tx->nq + 1, sizeof(*tx->qaccounts));
+            tx->qaccounts[tx->nq] = tx->settings[i].account_id;
             tx->qrcpts[tx->nq] = r->addr;
             tx->qmap[tx->nq] = i;
             tx->nq++;
@@ -781,16 +907,15 @@ static void fs_step_deliver(filter_session_t *sess)
     }
     free(routes);
 
-    for (gi = 0; gi < 2; gi++) {
+    for (gi = 0; gi < tx->ngroups; gi++) {
         fs_group_t *g = &tx->groups[gi];
         filter_reinject_req_t *q = &g->req;
         int a;
 
         if (g->n == 0)
             continue;
-        g->tagged = gi == 1;
         g->tx = tx;
-        fs_build_headers(tx, &g->headers, g->tagged);
+        fs_build_headers(tx, &g->headers, g->tagged, g->set);
         memset(q, 0, sizeof(*q));
         q->log_id = tx->log_id;
         q->sender = tx->sender;
@@ -804,7 +929,7 @@ static void fs_step_deliver(filter_session_t *sess)
         q->rcpts = g->rr;
         q->prepend = g->headers.data ? g->headers.data : "";
         q->prepend_len = g->headers.len;
-        q->subject_prefix = g->tagged ? srv->conf->tag_prefix : NULL;
+        q->subject_prefix = g->tagged ? g->set->subject_prefix : NULL;
         q->body = &tx->body;
         q->header_end = tx->header_end;
         q->data = g;
@@ -825,7 +950,7 @@ static void fs_step_deliver(filter_session_t *sess)
     if (tx->nq > 0) {
         filter_quarantine_req_t *q = &tx->qreq;
 
-        fs_build_headers(tx, &tx->qheaders, true);
+        fs_build_headers(tx, &tx->qheaders, true, &tx->settings[tx->qmap[0]]);
         memset(q, 0, sizeof(*q));
         q->scan_id = tx->scan_id;
         q->queue_id = tx->msg.queue_id;
@@ -837,6 +962,12 @@ static void fs_step_deliver(filter_session_t *sess)
         q->add_headers = tx->qheaders.data ? tx->qheaders.data : "";
         q->add_headers_len = tx->qheaders.len;
         q->body = &tx->body;
+        q->accounts = tx->qaccounts;
+        q->client_addr = tx->client_addr;
+        q->client_name = tx->client_name;
+        q->helo = tx->helo;
+        q->subject = tx->subject;
+        q->message_id = tx->message_id;
         q->data = tx;
         if (filter_quarantine_store(srv->quarantine, q, fs_quarantine_done_cb) < 0) {
             osp_warn("%s: scan_id=%s quarantine failed: %s", tx->log_id, tx->scan_id, q->error);
@@ -890,6 +1021,48 @@ int filter_smtp_reply(const filter_outcome_t *o, size_t n, const char *ok_text, 
     else
         osp_buf_printf(out, "451 4.3.0 Error: %s (mixed results, retry)", first5->text);
     return 451;
+}
+
+/* One message_log row for recipient i (never blocks; a refused row is counted). */
+static void fs_log_row(filter_tx_t *tx, size_t i, const char *action, int code)
+{
+    filter_server_t *srv = tx->sess->srv;
+    const fs_rcpt_t *r = &tx->rcpts[i];
+    osp_store_log_row_t row;
+    char delivery[512], rqid[64] = "";
+    const char *rules[1], *q;
+
+    memset(&row, 0, sizeof(row));
+    row.account_id = tx->settings ? tx->settings[i].account_id : -1;
+    row.queue_id = tx->msg.queue_id && *tx->msg.queue_id ? tx->msg.queue_id : NULL;
+    /* The reinjection smtpd's "250 2.0.0 Ok: queued as QUEUEID". */
+    if ((q = strstr(r->text, "queued as ")) != NULL) {
+        size_t n = strspn(q + 10, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
+        if (n > 0 && n < sizeof(rqid)) {
+            memcpy(rqid, q + 10, n);
+            rqid[n] = '\0';
+            row.reinject_queue_id = rqid;
+        }
+    }
+    row.message_id = tx->message_id;
+    row.client_address = *tx->client_addr ? tx->client_addr : NULL;
+    row.client_name = *tx->client_name ? tx->client_name : NULL;
+    row.helo = *tx->helo ? tx->helo : NULL;
+    row.sender = tx->sender;
+    row.recipient = r->addr;
+    row.subject = tx->subject;
+    row.size = (int64_t)tx->body.size;
+    row.score = tx->job_inited && tx->job.status == 0 ? tx->job.result.score : NAN;
+    row.verdict = action;
+    if (tx->job_inited && i < tx->job.result.nrcpt && tx->job.result.rcpt[i].reason[0]) {
+        rules[0] = tx->job.result.rcpt[i].reason;
+        row.rules_hit = rules;
+        row.nrules_hit = 1;
+    }
+    osp_snprintf(delivery, sizeof(delivery), "%d %s", code, r->text);
+    row.delivery = delivery;
+    if (osp_store_log_append(srv->msglog, &row) < 0)
+        srv->n_log_dropped++;
 }
 
 static void fs_step_reply(filter_session_t *sess)
@@ -956,6 +1129,8 @@ static void fs_step_reply(filter_session_t *sess)
                  tx->job_inited ? tx->job.result.score : 0.0, eff ? eff : r->code,
                  (double)delay / 1000.0, r->text);
         free(to);
+        if (srv->msglog)
+            fs_log_row(tx, i, action, eff ? eff : r->code);
     }
     fs_resume(sess);
 }

@@ -7,6 +7,8 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <libgen.h>
+#include <math.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -17,8 +19,12 @@
 
 #include "osp_buf.h"
 #include "osp_log.h"
+#include "osp_mem.h"
 #include "osp_prog.h"
+#include "osp_store.h"
 #include "filter.h"
+#include "filter_accounts.h"
+#include "filter_metrics.h"
 #include "filter_quarantine.h"
 #include "filter_reinject.h"
 #include "filter_scan.h"
@@ -26,6 +32,11 @@
 
 static filter_server_t *main_server;
 static uv_signal_t main_sigterm, main_sigint;
+static osp_store_t *main_store;
+static osp_store_log_t *main_msglog;
+static filter_accounts_t *main_accounts;
+static filter_quarantine_t *main_quarantine;
+static filter_metrics_t *main_metrics;
 
 static void main_signal_cb(uv_signal_t *sig, int signum)
 {
@@ -34,6 +45,20 @@ static void main_signal_cb(uv_signal_t *sig, int signum)
     uv_close((uv_handle_t *)&main_sigterm, NULL);
     uv_close((uv_handle_t *)&main_sigint, NULL);
     filter_server_shutdown(main_server);
+    filter_metrics_detach(main_metrics);
+    filter_metrics_close(main_metrics);
+    main_metrics = NULL;
+    /*
+     * The store's handles keep the loop running: let go of it now.  Pending
+     * requests call back with a temporary failure (their sessions are
+     * already gone, so Postfix retries those messages); rows of the message
+     * log still in memory go to its journal.
+     */
+    main_server->msglog = NULL;
+    filter_quarantine_db_detach(main_quarantine);
+    filter_accounts_detach(main_accounts);
+    osp_store_log_free(&main_msglog);
+    osp_store_free(&main_store);
 }
 
 /* Run as osprey_user after binding (start-up error class: exits). */
@@ -66,8 +91,9 @@ int main(int argc, char **argv)
     uv_loop_t loop;
     filter_scan_t *scan;
     filter_scanner_t builtin;
-    filter_quarantine_t *quarantine;
+    filter_scan_thresholds_t none = { INFINITY, INFINITY };
     filter_reinject_t *reinject;
+    bool use_db;
     osp_buf_t errs;
     char err[512];
     size_t i;
@@ -84,40 +110,92 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&loop);
 
-    scan = filter_scan_create(&conf.thresholds);
+    /* Thresholds are applied per recipient (filter_session.c), not in the pipeline. */
+    scan = filter_scan_create(&none);
     osp_buf_init(&errs, 65536);
     if (filter_scan_static_create(conf.static_rules, conf.nstatic_rules, &builtin, &errs) < 0)
         osp_fatal("%s", osp_buf_cstr(&errs));
     osp_buf_close(&errs);
     filter_scan_add(scan, &builtin);
 
-    quarantine = filter_quarantine_spool_create(&loop, conf.quarantine_dir, err, sizeof(err));
-    if (quarantine == NULL)
-        osp_fatal("filter_quarantine_directory: %s", err);
+    use_db = strcmp(conf.quarantine_backend, "database") == 0 || conf.account_settings ||
+             conf.message_log;
+    if (use_db) {
+        osp_store_conf_t sc;
+        osp_store_conf_init(&sc, prog.cfg);
+        main_store = osp_store_create(&loop, &sc);
+    }
+    if (strcmp(conf.quarantine_backend, "database") == 0) {
+        main_quarantine = filter_quarantine_db_create(&loop, main_store,
+                                                      conf.quarantine_timeout_ms);
+    } else {
+        main_quarantine = filter_quarantine_spool_create(&loop, conf.quarantine_dir, err,
+                                                         sizeof(err));
+        if (main_quarantine == NULL)
+            osp_fatal("filter_quarantine_directory: %s", err);
+    }
     reinject = filter_reinject_create(&loop, &conf.reinject, err, sizeof(err));
     if (reinject == NULL)
         osp_fatal("%s", err);
-    main_server = filter_server_create(&loop, &conf, scan, quarantine, reinject);
+    main_server = filter_server_create(&loop, &conf, scan, main_quarantine, reinject);
+    if (conf.account_settings) {
+        main_accounts = filter_accounts_create(&loop, main_store, &main_server->defaults,
+                                               conf.account_cache_ttl_ms,
+                                               conf.account_cache_size,
+                                               conf.account_timeout_ms);
+        main_server->accounts = main_accounts;
+    }
+
     for (i = 0; i < conf.nlisten; i++)
         if (filter_server_listen(main_server, conf.listen[i], err, sizeof(err)) < 0)
             osp_fatal("%s", err);
+    if (*conf.metrics_listen) {
+        main_metrics = filter_metrics_create(&loop, conf.metrics_listen, main_server, main_store,
+                                             main_msglog, main_accounts, err, sizeof(err));
+        if (main_metrics == NULL)
+            osp_fatal("%s", err);
+    }
     main_drop_privileges(osp_config_str(prog.cfg, "osprey_user"));
     main_check_dir("filter_temp_directory", conf.temp_dir);
-    main_check_dir("filter_quarantine_directory", conf.quarantine_dir);
+    if (strcmp(conf.quarantine_backend, "spool") == 0)
+        main_check_dir("filter_quarantine_directory", conf.quarantine_dir);
+    if (conf.message_log) {
+        /* After dropping privileges: the journal files must be ours. */
+        osp_store_log_conf_t lc;
+        const char *lerr = NULL;
+        char *copy = osp_strdup(conf.message_log_journal);
+        main_check_dir("filter_message_log_journal", dirname(copy));
+        free(copy);
+        memset(&lc, 0, sizeof(lc));
+        lc.journal_path = conf.message_log_journal;
+        main_msglog = osp_store_log_create(main_store, &lc, &lerr);
+        if (main_msglog == NULL)
+            osp_fatal("filter_message_log_journal: %s: %s", conf.message_log_journal,
+                      lerr ? lerr : "unusable");
+        main_server->msglog = main_msglog;
+        filter_metrics_set_log(main_metrics, main_msglog);
+    }
 
     uv_signal_init(&loop, &main_sigterm);
     uv_signal_init(&loop, &main_sigint);
     uv_signal_start(&main_sigterm, main_signal_cb, SIGTERM);
     uv_signal_start(&main_sigint, main_signal_cb, SIGINT);
-    osp_info("ready: reinject=%s quarantine=%s max_sessions=%u static_rules=%zu%s",
-             conf.reinject.target, conf.quarantine_dir, conf.max_sessions, conf.nstatic_rules,
+    osp_info("ready: reinject=%s quarantine=%s%s%s account_settings=%s message_log=%s "
+             "metrics=%s max_sessions=%u static_rules=%zu%s",
+             conf.reinject.target, conf.quarantine_backend,
+             strcmp(conf.quarantine_backend, "spool") == 0 ? ":" : "",
+             strcmp(conf.quarantine_backend, "spool") == 0 ? conf.quarantine_dir : "",
+             conf.account_settings ? "yes" : "no", conf.message_log ? "yes" : "no",
+             *conf.metrics_listen ? conf.metrics_listen : "off", conf.max_sessions,
+             conf.nstatic_rules,
              conf.pause_stage != FILTER_PAUSE_NONE ? " (TEST-ONLY debug pause enabled)" : "");
 
     uv_run(&loop, UV_RUN_DEFAULT);
 
     filter_server_free(&main_server);
     filter_reinject_free(&reinject);
-    filter_quarantine_free(&quarantine);
+    filter_accounts_free(&main_accounts);
+    filter_quarantine_free(&main_quarantine);
     filter_scan_free(&scan);
     rc = uv_loop_close(&loop);
     if (rc != 0)

@@ -4,6 +4,9 @@
 # smtpd -> queue -> smtp-sink, for the SMTP and the LMTP variants from
 # postfix-conf/.  Every message arrives exactly once, with our headers;
 # XFORWARD carries the original client through; quarantine and tagging work.
+# With PostgreSQL: quarantined mail and message_log rows land in the
+# database, per-recipient settings split one message (tagged for one
+# recipient, quarantined for another), and the metrics endpoint answers.
 
 : "${top_srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
 . "$top_srcdir/tests/integration/harness.sh"
@@ -11,7 +14,7 @@
 
 osp_require root postfix swaks python3
 osp_timeout "${OSP_TEST_TIMEOUT:-90}"
-tap_plan 17
+tap_plan 23
 
 [ -x "$FILTER_BIN" ] || osp_die "no $FILTER_BIN (build first)"
 sink_start || osp_die "smtp-sink did not start"
@@ -73,3 +76,65 @@ ok "all 50 reach the sink through osprey-lmtp" sink_wait_count $((n0 + 50)) 40
 tap_is "$(seq_counts lmtp)" "50 distinct, 50 total" "each LMTP message arrived exactly once"
 ok "the LMTP transport was used" maillog_wait 'postfix/osprey-lmtp/lmtp\[[0-9]+\]: .*status=sent' 5
 ok "Postfix queue drains (LMTP)" wait_queue_empty 30
+
+# ---- PostgreSQL: database quarantine, per-recipient settings, message log
+if [ -n "$(_osp_pg_find_bindir)" ] && id postgres >/dev/null 2>&1; then
+    pg_start || osp_die "PostgreSQL did not start"
+    pg_schema_load || osp_die "schema did not load"
+    acct=$(pg_psql -c "INSERT INTO accounts (parent_id, kind, name)
+                       VALUES (0, 'organisation', 'net-org') RETURNING id") ||
+        osp_die "cannot create the account"
+    pg_psql -c "INSERT INTO domains (account_id, name) VALUES ($acct, 'example.net');
+                INSERT INTO settings (account_id, key, value) VALUES
+                    ($acct, 'spam_quarantine_score', '3'),
+                    ($acct, 'spam_subject_prefix', '\"[NET]\"')" ||
+        osp_die "cannot create the settings"
+    filter_stop
+    filter_db_conf
+    filter_start filter2 || osp_die "osprey-filter did not start with the database"
+    send_batch dbe 6 mixed >/dev/null 2>&1 || tap_diag "send_batch dbe failed"
+    _dbe_stored() { [ "$(db_quarantined dbe)" = "3 rows, 3 distinct" ]; }
+    ok "database quarantine: the 3 quarantined messages are rows in PostgreSQL" \
+        osp_wait_until 20 _dbe_stored
+    osp_swaks --from x@example.org --to deliver@example.com,user@example.net \
+        --header 'Subject: TAGME perrcpt' --header 'X-Test-Seq: perrcpt-0' \
+        >"$OSP_TMP/swaks.perrcpt" 2>&1
+    _perrcpt_quar() {
+        [ "$(pg_psql -c "SELECT count(*) FROM quarantine
+                          WHERE recipient = 'user@example.net' AND account_id = $acct")" = 1 ]
+    }
+    ok "per-recipient settings: quarantined for user@example.net (its account: score >= 3)" \
+        osp_wait_until 20 _perrcpt_quar
+    _perrcpt_tagged() {
+        local f
+        f=$(sink_find "X-Test-Seq: perrcpt-0") || return 1
+        grep -q "^Subject: \[SPAM\] TAGME perrcpt" $f &&
+            ! grep -q "^X-Rcpt-Args: <user@example.net>" $f
+    }
+    ok "per-recipient settings: the same message is delivered tagged to deliver@example.com" \
+        osp_wait_until 20 _perrcpt_tagged
+    _log_rows() {
+        [ "$(pg_psql -c "SELECT count(*) FROM message_log WHERE subject LIKE 'dbe %'")" = 6 ] &&
+        [ "$(pg_psql -c "SELECT string_agg(recipient || '=' || verdict, ' ' ORDER BY recipient)
+                           FROM message_log WHERE subject = 'TAGME perrcpt'
+                            AND queue_id IS NOT NULL AND client_address IS NOT NULL")" = \
+            "deliver@example.com=tag user@example.net=quarantine" ]
+    }
+    ok "message log: one row per message and recipient in PostgreSQL" osp_wait_until 20 _log_rows
+    metrics_get() {
+        local out
+        exec 3<>"/dev/tcp/127.0.0.1/$FILTER_METRICS_PORT" || return 1
+        printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3
+        out=$(cat <&3)
+        exec 3<&-
+        printf '%s\n' "$out"
+    }
+    ok "metrics endpoint: Prometheus text with the quarantine counter" \
+        eval 'metrics_get | grep -q "^osprey_filter_recipients_quarantined_total [1-9]"'
+    ok "Postfix queue drains (database)" wait_queue_empty 30
+else
+    for d in "database quarantine" "per-recipient quarantine" "per-recipient tag" \
+        "message log" "metrics" "queue drains"; do
+        tap_skip "$d" "no PostgreSQL server installed"
+    done
+fi

@@ -8,14 +8,19 @@
 #                                add the master.cf entries (without the
 #                                reinjection smtpd with transport-only) and
 #                                the main.cf lines; reload if running
+#   filter_db_conf               switch the configuration to PostgreSQL (after
+#                                pg_start + pg_schema_load): database
+#                                quarantine, account settings, message log
+#   db_quarantined TAG           "N rows, M distinct" of TAG in the quarantine table
 #   filter_start NAME [-o p=v]   start osprey-filter (foreground, logs in
 #                                $OSP_TMP/NAME.log) and wait until it listens
 #   filter_stop / filter_kill9   stop it by PID
 #   send_batch TAG N MODE [SIZE] send N messages through Postfix's smtpd with
 #                                "X-Test-Seq: TAG-i"; MODE deliver (all to
 #                                deliver@example.com), mixed (odd ones to
-#                                quar@example.com, quarantined), part (one
-#                                message to ok1, fail, ok2)
+#                                quar@example.com, quarantined), quar (all
+#                                to quar@example.com), part (one message to
+#                                ok1, fail, ok2)
 #   seq_counts TAG               "N distinct, M total" of TAG at the sink
 #   missing_count TAG N          how many of TAG-0..N-1 are neither at the
 #                                sink nor in the quarantine
@@ -25,24 +30,52 @@ FILTER_DIR=
 FILTER_PID=
 FILTER_PORT=
 REINJECT_PORT=
+FILTER_METRICS_PORT=
 
 filter_ports() {
     FILTER_PORT=$(osp_free_port) || return 1
     REINJECT_PORT=$(osp_free_port) || return 1
+    FILTER_METRICS_PORT=$(osp_free_port) || return 1
     FILTER_DIR=$OSP_TMP/filter
-    mkdir -p "$FILTER_DIR/tmp" "$FILTER_DIR/quarantine" || return 1
-    chown nobody "$FILTER_DIR/tmp" "$FILTER_DIR/quarantine"
+    mkdir -p "$FILTER_DIR/tmp" "$FILTER_DIR/quarantine" "$FILTER_DIR/log" || return 1
+    chown nobody "$FILTER_DIR/tmp" "$FILTER_DIR/quarantine" "$FILTER_DIR/log"
     cat >"$FILTER_DIR/osprey.conf" <<EOC
 filter_listen = inet:127.0.0.1:$FILTER_PORT
 filter_reinject = inet:127.0.0.1:$REINJECT_PORT
 filter_temp_directory = $FILTER_DIR/tmp
 filter_quarantine_directory = $FILTER_DIR/quarantine
+filter_metrics_listen = 127.0.0.1:$FILTER_METRICS_PORT
+# no PostgreSQL unless filter_db_conf is called
+filter_quarantine_backend = spool
+filter_account_settings = no
+filter_message_log = no
 filter_static_rules = rcpt:quar@example.com:quarantine subject:TAGME:tag:6
     rcpt:drop@example.com:discard
 filter_reinject_idle_timeout = 2s
 breaker_cooldown = 1s
 osprey_user = nobody
 EOC
+}
+
+filter_db_conf() {
+    sed -i -e '/^filter_quarantine_backend/d' -e '/^filter_account_settings/d' \
+        -e '/^filter_message_log/d' -e '/^database_/d' "$FILTER_DIR/osprey.conf"
+    cat >>"$FILTER_DIR/osprey.conf" <<EOC
+filter_quarantine_backend = database
+filter_account_settings = yes
+filter_account_cache_ttl = 1s
+filter_message_log = yes
+filter_message_log_journal = $FILTER_DIR/log/filter-log.journal
+database_connection = $OSP_PG_CONNINFO
+database_connect_timeout = 2s
+database_query_timeout = 5s
+filter_quarantine_timeout = 5s
+EOC
+}
+
+db_quarantined() {
+    pg_psql -c "SELECT count(*) || ' rows, ' || count(DISTINCT (queue_id, recipient)) || ' distinct'
+                  FROM quarantine WHERE subject LIKE '$1 %'" 2>/dev/null || echo "query failed"
 }
 
 # _filter_rewrite FILE -- the shipped file with our ports
@@ -105,7 +138,7 @@ pad = "".join("pad %s line %06d xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
 for i in range(n):
     if mode == "part":
         rcpts = ["ok1@example.com", "fail@example.com", "ok2@example.com"]
-    elif mode == "mixed" and i % 2 == 1:
+    elif mode == "mixed" and i % 2 == 1 or mode == "quar":
         rcpts = ["quar@example.com"]
     else:
         rcpts = ["deliver@example.com"]

@@ -19,6 +19,7 @@
 
 #include "osp_buf.h"
 #include "osp_mem.h"
+#include "../../contentfilter/filter_accounts.h"
 #include "../../contentfilter/filter_body.h"
 #include "../../contentfilter/filter_scan.h"
 #include "../../contentfilter/filter_session.h"
@@ -320,6 +321,55 @@ static const struct reply_case reply_cases[] = {
     { { 250, 250, 250, 421 }, 4, 451, "451 4.3.0 Error: t3" },
 };
 
+/* Account settings JSON -> per-recipient thresholds, prefix and action. */
+static void test_settings_parse(void **state)
+{
+    static const struct {
+        const char *json;
+        int rc;
+        double tag, quar;
+        const char *prefix;
+        enum filter_action action;
+    } cases[] = {
+        { "{}", 0, 5, 15, "[SPAM]", FILTER_ACTION_QUARANTINE },
+        { "{\"spam_tag_score\": 2.5, \"spam_quarantine_score\": 8}", 0, 2.5, 8, "[SPAM]",
+          FILTER_ACTION_QUARANTINE },
+        { " { \"spam_subject_prefix\" : \"[N\\u0045T] \\\"x\\\"\" , \"spam_action\":\"tag\" } ", 0,
+          5, 15, "[NET] \"x\"", FILTER_ACTION_TAG },
+        /* other keys, nested values, numbers as strings */
+        { "{\"a\": {\"b\": [1, {\"c\": \"}\"}]}, \"spam_tag_score\": \"3\", \"z\": null}", 0, 3, 15,
+          "[SPAM]", FILTER_ACTION_QUARANTINE },
+        /* bad values keep the defaults */
+        { "{\"spam_tag_score\": \"x\", \"spam_action\": \"explode\", \"spam_quarantine_score\": true}",
+          0, 5, 15, "[SPAM]", FILTER_ACTION_QUARANTINE },
+        { "{\"spam_action\": \"discard\"}", 0, 5, 15, "[SPAM]", FILTER_ACTION_DISCARD },
+        /* not an object, or broken: -1 and nothing changes */
+        { "[]", -1, 5, 15, "[SPAM]", FILTER_ACTION_QUARANTINE },
+        { "{\"spam_tag_score\": 1", -1, 5, 15, "[SPAM]", FILTER_ACTION_QUARANTINE },
+        { "{\"spam_tag_score\": 1,}", -1, 5, 15, "[SPAM]", FILTER_ACTION_QUARANTINE },
+        { "", -1, 5, 15, "[SPAM]", FILTER_ACTION_QUARANTINE },
+        { NULL, -1, 5, 15, "[SPAM]", FILTER_ACTION_QUARANTINE },
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        filter_rcpt_settings_t s;
+        memset(&s, 0, sizeof(s));
+        s.tag_score = 5;
+        s.quarantine_score = 15;
+        osp_strlcpy(s.subject_prefix, "[SPAM]", sizeof(s.subject_prefix));
+        s.spam_action = FILTER_ACTION_QUARANTINE;
+        if (filter_settings_parse(cases[i].json, &s) != cases[i].rc)
+            fail_msg("case %zu (%s): rc", i, cases[i].json ? cases[i].json : "NULL");
+        if (s.tag_score != cases[i].tag || s.quarantine_score != cases[i].quar ||
+            strcmp(s.subject_prefix, cases[i].prefix) != 0 || s.spam_action != cases[i].action)
+            fail_msg("case %zu (%s): got tag=%g quar=%g prefix=%s action=%d", i,
+                     cases[i].json ? cases[i].json : "NULL", s.tag_score, s.quarantine_score,
+                     s.subject_prefix, (int)s.spam_action);
+    }
+}
+
 static void test_smtp_reply(void **state)
 {
     size_t i, k;
@@ -352,6 +402,7 @@ int main(void)
         cmocka_unit_test(test_route_table),
         cmocka_unit_test(test_raise_only_stronger),
         cmocka_unit_test(test_smtp_reply),
+        cmocka_unit_test(test_settings_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

