@@ -31,4 +31,12 @@ extern const size_t ctl_migrations_count;
  */
 int ctl_db(const osp_config_t *cfg, int argc, char **argv);
 
+/*
+ * ctl_rules.c: "ospreyctl rule check|test ..." and "ospreyctl regex test
+ * ...".  argv[0] is the subcommand.  Exit status as for ctl_db; "regex
+ * test" returns 1 for no match or a bad pattern.
+ */
+int ctl_rule(const osp_config_t *cfg, int argc, char **argv);
+int ctl_regex(const osp_config_t *cfg, int argc, char **argv);
+
 #endif

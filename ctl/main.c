@@ -23,10 +23,17 @@ int main(int argc, char **argv)
         printf("commands:\n"
                "  db migrate [--to VERSION]  apply pending schema migrations\n"
                "  db status                  show the schema version and pending migrations\n"
+               "  rule check FILE...         validate rule files\n"
+               "  rule test [OPTIONS] --message FILE  run rules on a message\n"
+               "  regex test [-i] PATTERN TEXT  try a regular expression\n"
                "  version                    print the version\n"
                "  help                       this list\n");
     } else if (strcmp(prog.argv[0], "db") == 0) {
         status = ctl_db(prog.cfg, prog.argc - 1, prog.argv + 1);
+    } else if (strcmp(prog.argv[0], "rule") == 0) {
+        status = ctl_rule(prog.cfg, prog.argc - 1, prog.argv + 1);
+    } else if (strcmp(prog.argv[0], "regex") == 0) {
+        status = ctl_regex(prog.cfg, prog.argc - 1, prog.argv + 1);
     } else if (strcmp(prog.argv[0], "version") == 0) {
         printf("%s\n", PACKAGE_VERSION);
     } else {
