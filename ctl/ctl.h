@@ -39,4 +39,11 @@ int ctl_db(const osp_config_t *cfg, int argc, char **argv);
 int ctl_rule(const osp_config_t *cfg, int argc, char **argv);
 int ctl_regex(const osp_config_t *cfg, int argc, char **argv);
 
+/*
+ * ctl_spf.c: "ospreyctl spf check --ip IP --sender ADDR --helo NAME
+ * [--helo-identity]" with the configured resolver.  Exit status as for
+ * ctl_db.
+ */
+int ctl_spf(const osp_config_t *cfg, int argc, char **argv);
+
 #endif

@@ -26,6 +26,7 @@ int main(int argc, char **argv)
                "  rule check FILE...         validate rule files\n"
                "  rule test [OPTIONS] --message FILE  run rules on a message\n"
                "  regex test [-i] PATTERN TEXT  try a regular expression\n"
+               "  spf check --ip IP --sender ADDR --helo NAME  evaluate SPF\n"
                "  version                    print the version\n"
                "  help                       this list\n");
     } else if (strcmp(prog.argv[0], "db") == 0) {
@@ -34,6 +35,8 @@ int main(int argc, char **argv)
         status = ctl_rule(prog.cfg, prog.argc - 1, prog.argv + 1);
     } else if (strcmp(prog.argv[0], "regex") == 0) {
         status = ctl_regex(prog.cfg, prog.argc - 1, prog.argv + 1);
+    } else if (strcmp(prog.argv[0], "spf") == 0) {
+        status = ctl_spf(prog.cfg, prog.argc - 1, prog.argv + 1);
     } else if (strcmp(prog.argv[0], "version") == 0) {
         printf("%s\n", PACKAGE_VERSION);
     } else {

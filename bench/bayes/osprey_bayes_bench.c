@@ -2,10 +2,12 @@
  * osprey_bayes_bench: train Osprey's Bayes classifier on one list of
  * messages and score another, for bench/bayes/run.sh.
  *
- *   osprey_bayes_bench [-b] TRAIN-LIST TEST-LIST
+ *   osprey_bayes_bench [-b] [-r RULES] TRAIN-LIST TEST-LIST
  *
  * Each list line is "spam PATH" or "ham PATH".  Prints one line per test
- * message: "LABEL PROBABILITY PATH", then timing on standard error.
+ * message: "LABEL SCORE PATH", then timing on standard error.  SCORE is
+ * the Bayes probability, or with -r the total score of the rule file
+ * (which sees the Bayes probability through its "bayes" field).
  * -b adds word bigrams to the tokens.
  */
 #include "config.h"
@@ -20,6 +22,7 @@
 #include "osp_buf.h"
 #include "osp_mem.h"
 #include "osp_mime.h"
+#include "osp_rules.h"
 
 static char *slurp(const char *path, size_t *len_r)
 {
@@ -49,8 +52,10 @@ static double now(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* Parse and tokenize; the caller frees *m_r and *data_r. */
 static void tokenize_file(const char *path, unsigned flags, osp_bayes_tokens_t *t,
-                          double *parse_s, double *tok_s)
+                          double *parse_s, double *tok_s, osp_mime_message_t **m_r,
+                          char **data_r)
 {
     size_t len;
     char *data = slurp(path, &len);
@@ -62,8 +67,8 @@ static void tokenize_file(const char *path, unsigned flags, osp_bayes_tokens_t *
     t2 = now();
     *parse_s += t1 - t0;
     *tok_s += t2 - t1;
-    osp_mime_message_free(&m);
-    free(data);
+    *m_r = m;
+    *data_r = data;
 }
 
 int main(int argc, char **argv)
@@ -74,17 +79,32 @@ int main(int argc, char **argv)
     FILE *fp;
     osp_bayes_t *b = osp_bayes_create(NULL);
     osp_bayes_tokens_t t;
-    double parse_s = 0, tok_s = 0, class_s = 0;
+    double parse_s = 0, tok_s = 0, class_s = 0, rules_s = 0;
     size_t ntrain = 0, ntest = 0;
+    osp_rules_t *rules = NULL;
+    osp_rules_scratch_t *scratch = NULL;
+    osp_mime_message_t *m;
+    char *data;
 
-    while ((ch = getopt(argc, argv, "b")) != -1) {
-        if (ch == 'b')
+    while ((ch = getopt(argc, argv, "br:")) != -1) {
+        if (ch == 'b') {
             flags |= OSP_BAYES_BIGRAMS;
-        else
+        } else if (ch == 'r') {
+            osp_buf_t errors;
+            osp_buf_init(&errors, 1 << 20);
+            rules = osp_rules_load_file(optarg, NULL, &errors, NULL);
+            if (rules == NULL) {
+                fprintf(stderr, "%s", osp_buf_cstr(&errors));
+                return 1;
+            }
+            osp_buf_close(&errors);
+            scratch = osp_rules_scratch_create();
+        } else {
             return 2;
+        }
     }
     if (argc - optind != 2) {
-        fprintf(stderr, "usage: osprey_bayes_bench [-b] TRAIN-LIST TEST-LIST\n");
+        fprintf(stderr, "usage: osprey_bayes_bench [-b] [-r RULES] TRAIN-LIST TEST-LIST\n");
         return 2;
     }
     osp_bayes_tokens_init(&t, false);
@@ -97,8 +117,10 @@ int main(int argc, char **argv)
         char label[16], path[4000];
         if (sscanf(line, "%15s %3999s", label, path) != 2)
             continue;
-        tokenize_file(path, flags, &t, &parse_s, &tok_s);
+        tokenize_file(path, flags, &t, &parse_s, &tok_s, &m, &data);
         osp_bayes_train(b, 0, &t, strcmp(label, "spam") == 0, 1);
+        osp_mime_message_free(&m);
+        free(data);
         ntrain++;
     }
     fclose(fp);
@@ -114,19 +136,38 @@ int main(int argc, char **argv)
 
         if (sscanf(line, "%15s %3999s", label, path) != 2)
             continue;
-        tokenize_file(path, flags, &t, &parse_s, &tok_s);
+        tokenize_file(path, flags, &t, &parse_s, &tok_s, &m, &data);
         t0 = now();
         osp_bayes_classify(b, 0, &t, &r);
         class_s += now() - t0;
-        printf("%s %.6f %s\n", label, r.prob, path);
+        if (rules) {
+            osp_rules_ctx_t ctx;
+            osp_rules_result_t rr;
+            osp_rules_ctx_init(&ctx);
+            ctx.msg = m;
+            ctx.bayes = r.prob;
+            osp_rules_result_init(&rr);
+            t0 = now();
+            osp_rules_eval(rules, &ctx, scratch, &rr);
+            rules_s += now() - t0;
+            printf("%s %.3f %s %.6f\n", label, rr.score, path, r.prob);
+            osp_rules_result_close(&rr);
+        } else {
+            printf("%s %.6f %s\n", label, r.prob, path);
+        }
         osp_bayes_result_close(&r);
+        osp_mime_message_free(&m);
+        free(data);
         ntest++;
     }
     fclose(fp);
     fprintf(stderr, "osprey: trained %zu, scored %zu, %zu tokens; CPU per message: "
-            "parse %.1f us, tokenize %.1f us, classify %.1f us\n", ntrain, ntest,
+            "parse %.1f us, tokenize %.1f us, classify %.1f us, rules %.1f us\n", ntrain, ntest,
             osp_bayes_size(b), parse_s * 1e6 / (double)(ntrain + ntest),
-            tok_s * 1e6 / (double)(ntrain + ntest), class_s * 1e6 / (double)(ntest ? ntest : 1));
+            tok_s * 1e6 / (double)(ntrain + ntest), class_s * 1e6 / (double)(ntest ? ntest : 1),
+            rules_s * 1e6 / (double)(ntest ? ntest : 1));
+    osp_rules_scratch_free(&scratch);
+    osp_rules_free(&rules);
     osp_bayes_tokens_close(&t);
     osp_bayes_free(&b);
     return 0;
