@@ -27,6 +27,7 @@
 #include "filter_metrics.h"
 #include "filter_quarantine.h"
 #include "filter_reinject.h"
+#include "filter_engine.h"
 #include "filter_scan.h"
 #include "filter_server.h"
 
@@ -117,6 +118,18 @@ int main(int argc, char **argv)
         osp_fatal("%s", osp_buf_cstr(&errs));
     osp_buf_close(&errs);
     filter_scan_add(scan, &builtin);
+    {
+        size_t nrules;
+        const char *const *rules = osp_config_list(prog.cfg, "filter_rules_files", &nrules);
+        filter_scanner_t engine;
+
+        osp_buf_init(&errs, 1024 * 1024);
+        if (filter_engine_create(rules, nrules, osp_config_size(prog.cfg, "filter_scan_size_limit"),
+                                 &engine, &errs) < 0)
+            osp_fatal("filter_rules_files: %s", osp_buf_cstr(&errs));
+        osp_buf_close(&errs);
+        filter_scan_add(scan, &engine);
+    }
 
     use_db = strcmp(conf.quarantine_backend, "database") == 0 || conf.account_settings ||
              conf.message_log;
