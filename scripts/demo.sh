@@ -1,11 +1,15 @@
 #!/bin/bash
 # Build Osprey and run its main job on real mail: a private PostgreSQL
-# (schema migrated with ospreyctl), osprey-policyd and a private Postfix on
-# loopback whose smtpd asks osprey-policyd at RCPT and END-OF-MESSAGE.  The
-# sample messages in tests/data/demo (or the files given as arguments) are
-# sent from a clean client, and a few from a blocked network, a blocked
-# sender and a bad HELO; the SMTP answers and what reached the final
-# destination (smtp-sink) are printed.  Everything started is stopped again.
+# (schema migrated with ospreyctl), osprey-policyd, osprey-filter and a
+# private Postfix on loopback.  Postfix's smtpd asks osprey-policyd at RCPT
+# and END-OF-MESSAGE; queued mail goes over LMTP to osprey-filter, which
+# scans it with the shipped default rules and either reinjects it (with
+# X-Spam-* headers) or quarantines it in PostgreSQL.  The sample messages in
+# tests/data/demo (or the files given as arguments) are sent from a clean
+# client, and a few from a blocked network, a blocked sender and a bad HELO;
+# the SMTP answers, what reached the final destination (smtp-sink), the
+# quarantine and the message log are printed.  Everything started is
+# stopped again.
 #
 #   sudo ./scripts/demo.sh [MESSAGE.eml ...]
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +33,8 @@ OSP_TEST_TIMEOUT=${OSP_TEST_TIMEOUT:-600}
 exec >/dev/null
 # shellcheck source=../tests/integration/harness.sh
 . "$top/tests/integration/harness.sh"
+# shellcheck source=../tests/integration/filter_lib.sh
+. "$top/tests/integration/filter_lib.sh"
 
 say() { printf '%s\n' "$*" >&2; }
 
@@ -70,6 +76,15 @@ postfix_start "inet_protocols = all" \
     "smtpd_end_of_data_restrictions = $svc" >/dev/null || osp_die "Postfix did not start"
 say "   Postfix smtpd on port $OSP_SMTP_PORT, relaying to smtp-sink on port $OSP_SINK_PORT"
 
+say "== starting osprey-filter (LMTP content filter, default rules, PostgreSQL quarantine)"
+filter_ports >/dev/null || osp_die "no ports"
+filter_db_conf
+sed -i -e '/^filter_static_rules/,/^    rcpt:drop/d' "$FILTER_DIR/osprey.conf"
+echo "filter_rules_files = $top/conf/default.rules" >>"$FILTER_DIR/osprey.conf"
+filter_conf_apply lmtp >/dev/null || osp_die "cannot apply postfix-conf/*.filter-lmtp"
+filter_start filter >/dev/null || osp_die "osprey-filter did not start"
+say "   osprey-filter on 127.0.0.1:$FILTER_PORT, reinjecting to Postfix on 127.0.0.1:$REINJECT_PORT"
+
 say "== sending ${#messages[@]} message(s)"
 sent=0
 for m in "${messages[@]}"; do
@@ -106,17 +121,28 @@ done
 sent=$((sent + 3))
 
 say "== waiting for delivery"
-sink_wait_count "$sent" 30 || say "   not everything arrived in 30 s"
+wait_queue_empty 30 >/dev/null || say "   the Postfix queue did not drain"
+sink_wait_count 1 5 >/dev/null
 wait_queue_empty 30 >/dev/null || say "   the Postfix queue did not drain"
 say "   accepted $sent, delivered $(sink_count), left in queue $(queue_count)"
 for f in $(sink_files); do
     subj=$(grep -m1 -i '^Subject:' "$f")
-    say "   delivered: ${subj:-"(no subject)"}"
+    status=$(grep -m1 -i '^X-Spam-Status:' "$f")
+    say "   delivered: ${subj:-"(no subject)"}  [${status:-no X-Spam-Status}]"
 done
+say "== quarantine (PostgreSQL)"
+pg_psql -c "SELECT '   ' || recipient || ': ' || subject || ' (score ' || score || ', ' || verdict || ')'
+              FROM quarantine ORDER BY id" >&2
+say "== message log (PostgreSQL)"
+pg_psql -c "SELECT '   ' || recipient || ': ' || coalesce(subject, '') || ' -> ' || verdict ||
+                   ' score=' || coalesce(score::text, '')
+              FROM message_log ORDER BY logged_at" >&2
 say "== Postfix log: policy rejections and deliveries"
 grep -E 'NOQUEUE: reject|status=' "$OSP_MAILLOG" | sed 's/^.*\]: /   /' >&2
 say "== osprey-policyd log"
 grep -E 'action=' "$OSP_TMP/policyd.log" | sed 's/^/   /' >&2
+say "== osprey-filter log"
+grep -E 'action=' "$FILTER_LOG" | sed 's/^/   /' >&2
 say "== stopping everything"
 osp_cleanup
 exit 0
