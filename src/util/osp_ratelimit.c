@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -30,7 +31,8 @@ typedef struct osp_rl_shard {
     osp_rl_slot_t *slots;   /* owned; cap entries */
     size_t cap;             /* power of two */
     size_t count;
-    size_t max_keys;
+    size_t max_keys;        /* for the whole table, not this shard */
+    atomic_size_t *live;    /* the table's live key count (shared by shards) */
     size_t cursor;          /* incremental sweep position */
 } osp_rl_shard_t;
 
@@ -39,6 +41,7 @@ struct osp_ratelimit {
     uint64_t window_ms;
     uint64_t window_us;
     uint64_t t_us;          /* emission interval, window_us / limit, >= 1 */
+    atomic_size_t live;     /* live keys over all shards, bounded by max_keys */
     osp_rl_shard_t shard[OSP_RL_SHARDS];
 };
 
@@ -133,7 +136,10 @@ osp_ratelimit_t *osp_ratelimit_create(uint64_t limit, uint64_t window_ms, size_t
         rl->t_us = 1;
     for (i = 0; i < OSP_RL_SHARDS; i++) {
         pthread_mutex_init(&rl->shard[i].lock, NULL);
-        rl->shard[i].max_keys = (max_keys + OSP_RL_SHARDS - 1) / OSP_RL_SHARDS;
+        /* One bound for the table: shards fill unevenly, so a per-shard
+         * share would refuse keys before max_keys are live. */
+        rl->shard[i].max_keys = max_keys;
+        rl->shard[i].live = &rl->live;
     }
     return rl;
 }
@@ -198,6 +204,7 @@ static void osp_rl__delete(osp_rl_shard_t *sh, size_t i)
     sh->slots[i].key = 0;
     sh->slots[i].tat = 0;
     sh->count--;
+    atomic_fetch_sub(sh->live, 1);
 }
 
 static void osp_rl__insert_slot(osp_rl_slot_t *slots, size_t cap, const osp_rl_slot_t *s)
@@ -255,11 +262,11 @@ static void osp_rl__resize(osp_rl_shard_t *sh, size_t cap)
 /* Room for one more key?  Sweeps, then grows; false at max_keys. */
 static bool osp_rl__make_room(osp_rl_shard_t *sh, uint64_t now_us)
 {
-    if (sh->count + 1 <= sh->cap / 4 * 3 && sh->count < sh->max_keys)
+    if (sh->count + 1 <= sh->cap / 4 * 3 && atomic_load(sh->live) < sh->max_keys)
         return true;
     if (sh->cap > 0)
         (void)osp_rl__sweep_all(sh, now_us);
-    if (sh->count >= sh->max_keys)
+    if (atomic_load(sh->live) >= sh->max_keys)
         return false;
     if (sh->count + 1 > sh->cap / 4 * 3)
         osp_rl__resize(sh, sh->cap ? sh->cap * 2 : OSP_RL_MIN_CAP);
@@ -335,6 +342,7 @@ int osp_ratelimit_add(osp_ratelimit_t *rl, uint64_t key, uint64_t n, uint64_t no
                 s.tat = cap_us;
             osp_rl__insert_slot(sh->slots, sh->cap, &s);
             sh->count++;
+            atomic_fetch_add(sh->live, 1);
         }
     }
     pthread_mutex_unlock(&sh->lock);

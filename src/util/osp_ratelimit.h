@@ -52,7 +52,8 @@ enum osp_ratelimit_result {
 
 /*
  * limit >= 1 units per window_ms >= 1 ms; max_keys > 0 bounds the live
- * keys (and so the memory).  Bad arguments are a bug (abort).  The caller
+ * keys of the whole table (and so the memory); threads inserting at the
+ * same instant may overshoot it by at most one key each.  Bad arguments are a bug (abort).  The caller
  * owns the result.
  */
 osp_ratelimit_t *osp_ratelimit_create(uint64_t limit, uint64_t window_ms, size_t max_keys);

@@ -207,6 +207,22 @@ static void test_full(void **state)
     osp_ratelimit_free(&rl);
 }
 
+/* The bound is for the whole table: exactly max_keys distinct keys fit,
+ * however unevenly they fall into the shards, and the next is refused. */
+static void test_full_exact(void **state)
+{
+    osp_ratelimit_t *rl = osp_ratelimit_create(5, 3600000, 1000);
+    uint64_t k;
+
+    (void)state;
+    for (k = 0; k < 1000; k++)
+        assert_int_equal(osp_ratelimit_add(rl, osp_ratelimit_hash(&k, sizeof(k)), 1, T0), 0);
+    assert_int_equal(osp_ratelimit_count(rl), 1000);
+    k = 1000;
+    assert_true(osp_ratelimit_add(rl, osp_ratelimit_hash(&k, sizeof(k)), 1, T0) < 0);
+    osp_ratelimit_free(&rl);
+}
+
 /* A million keys stay well under 100 MB. */
 static void test_million_keys_memory(void **state)
 {
@@ -248,6 +264,7 @@ int main(void)
         cmocka_unit_test(test_keys_independent_and_zero),
         cmocka_unit_test(test_expiry),
         cmocka_unit_test(test_full),
+        cmocka_unit_test(test_full_exact),
         cmocka_unit_test(test_million_keys_memory),
         cmocka_unit_test(test_siphash_vector),
     };
