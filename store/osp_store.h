@@ -268,6 +268,44 @@ osp_store_req_t *osp_store_job_fail(osp_store_t *st, int64_t id, const char *err
                                     uint64_t timeout_ms, osp_store_text_cb *cb, void *ctx,
                                     const char **error_r);
 
+/* Back to the queue after backoff_ms * 2^(attempts-1) (at most 1 hour), or
+ * "dead" once attempts reach max_attempts or the job's own limit, whichever
+ * is lower (osprey_job_fail, 4 arguments; migration 008).  text: the new
+ * state.  NOT_FOUND: not running. */
+osp_store_req_t *osp_store_job_retry(osp_store_t *st, int64_t id, const char *error_text,
+                                     uint64_t backoff_ms, int max_attempts, uint64_t timeout_ms,
+                                     osp_store_text_cb *cb, void *ctx, const char **error_r);
+/* Put running jobs claimed more than stale_ms ago back in the queue; id:
+ * how many. */
+osp_store_req_t *osp_store_job_reclaim(osp_store_t *st, uint64_t stale_ms, uint64_t timeout_ms,
+                                       osp_store_id_cb *cb, void *ctx, const char **error_r);
+/* Periodic jobs: enqueue kind (no account) unless one is queued or
+ * running or was created less than every_ms ago, serialised across
+ * workers (osprey_job_schedule).  id: the new job; NOT_FOUND: not needed. */
+osp_store_req_t *osp_store_job_schedule(osp_store_t *st, const char *kind,
+                                        const char *payload_json, uint64_t every_ms,
+                                        int max_attempts, uint64_t timeout_ms,
+                                        osp_store_id_cb *cb, void *ctx, const char **error_r);
+
+/* ------------------------------------------------------------------
+ * Maintenance, one task per call (each its own transaction, so locks on
+ * the partitioned tables are held briefly).  arg is the task's setting;
+ * a job's payload_json (NULL: "{}") may override it with the key named
+ * below.  id: the task's count (partitions created or dropped, rows).
+ */
+enum osp_store_maint_task {
+    OSP_MAINT_PARTITIONS_ENSURE,  /* arg: days ahead ("partitions_ahead") */
+    OSP_MAINT_QUARANTINE_EXPIRE,  /* arg: days kept ("quarantine_days") */
+    OSP_MAINT_LOG_EXPIRE,         /* arg: days kept ("log_days") */
+    OSP_MAINT_QUARANTINE_GC,      /* arg: bodies per call ("gc_batch") */
+    OSP_MAINT_RATE_EXPIRE,        /* arg unused */
+    OSP_MAINT_JOBS_EXPIRE,        /* arg: finished jobs kept, ms ("jobs_keep_ms") */
+    OSP_MAINT_LOG_INDEX,          /* arg: rows per batch ("batch"); migration 008 */
+};
+osp_store_req_t *osp_store_maint(osp_store_t *st, enum osp_store_maint_task task, int64_t arg,
+                                 const char *payload_json, uint64_t timeout_ms,
+                                 osp_store_id_cb *cb, void *ctx, const char **error_r);
+
 /* ------------------------------------------------------------------
  * Log writer: message_log rows, batched with COPY on a connection of its
  * own.  osp_store_log_append() copies the row into a bounded in-memory

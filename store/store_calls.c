@@ -604,3 +604,103 @@ osp_store_req_t *osp_store_job_fail(osp_store_t *st, int64_t id, const char *err
     param_text(r, s, error_text ? error_text : "");
     return start(st, r, (void *)cb, ctx, text_deliver, timeout_ms, error_r);
 }
+
+/*
+ * Calls of osprey-worker.  Plain statements, not prepared on connect: they
+ * are rare, and the functions of migration 008 must not be required by
+ * the other programs' connections.
+ */
+osp_store_req_t *osp_store_job_retry(osp_store_t *st, int64_t id, const char *error_text,
+                                     uint64_t backoff_ms, int max_attempts, uint64_t timeout_ms,
+                                     osp_store_text_cb *cb, void *ctx, const char **error_r)
+{
+    store__req_t *r = store__req_new();
+    store__step_t *s;
+
+    s = store__req_step(r, STORE_STEP_SQL, NULL,
+                        "SELECT osprey_job_fail($1::bigint, $2::text,"
+                        " $3::bigint * interval '1 millisecond', $4::integer)",
+                        PGRES_TUPLES_OK);
+    store__step_param_i64(r, s, id);
+    param_text(r, s, error_text ? error_text : "");
+    store__step_param_i64(r, s, (int64_t)backoff_ms);
+    store__step_param_i64(r, s, max_attempts > 0 ? max_attempts : 1);
+    return start(st, r, (void *)cb, ctx, text_deliver, timeout_ms, error_r);
+}
+
+osp_store_req_t *osp_store_job_reclaim(osp_store_t *st, uint64_t stale_ms, uint64_t timeout_ms,
+                                       osp_store_id_cb *cb, void *ctx, const char **error_r)
+{
+    store__req_t *r = store__req_new();
+    store__step_t *s;
+
+    s = store__req_step(r, STORE_STEP_SQL, NULL,
+                        "SELECT osprey_job_reclaim($1::bigint * interval '1 millisecond')",
+                        PGRES_TUPLES_OK);
+    store__step_param_i64(r, s, (int64_t)stale_ms);
+    return start(st, r, (void *)cb, ctx, id_deliver, timeout_ms, error_r);
+}
+
+osp_store_req_t *osp_store_job_schedule(osp_store_t *st, const char *kind,
+                                        const char *payload_json, uint64_t every_ms,
+                                        int max_attempts, uint64_t timeout_ms,
+                                        osp_store_id_cb *cb, void *ctx, const char **error_r)
+{
+    store__req_t *r = store__req_new();
+    store__step_t *s;
+
+    s = store__req_step(r, STORE_STEP_SQL, NULL,
+                        "SELECT osprey_job_schedule($1::text, $2::bigint * interval '1 millisecond',"
+                        " $3::jsonb, coalesce($4::integer, 10))",
+                        PGRES_TUPLES_OK);
+    param_text(r, s, kind ? kind : "");
+    store__step_param_i64(r, s, (int64_t)every_ms);
+    param_text(r, s, payload_json ? payload_json : "{}");
+    if (max_attempts <= 0)
+        store__step_param(r, s, NULL);
+    else
+        store__step_param_i64(r, s, max_attempts);
+    return start(st, r, (void *)cb, ctx, id_deliver, timeout_ms, error_r);
+}
+
+/* One statement per task: $1 the setting, $2 the job's payload. */
+static const char *const maint_sql[] = {
+    [OSP_MAINT_PARTITIONS_ENSURE] =
+        "SELECT osprey_partitions_ensure(coalesce(($2::jsonb->>'partitions_ahead')::integer,"
+        " $1::integer))",
+    [OSP_MAINT_QUARANTINE_EXPIRE] =
+        "SELECT osprey_partitions_expire('quarantine',"
+        " coalesce(($2::jsonb->>'quarantine_days')::integer, $1::integer))",
+    [OSP_MAINT_LOG_EXPIRE] =
+        "SELECT osprey_partitions_expire('message_log',"
+        " coalesce(($2::jsonb->>'log_days')::integer, $1::integer))",
+    [OSP_MAINT_QUARANTINE_GC] =
+        "SELECT osprey_quarantine_gc('1 hour',"
+        " coalesce(($2::jsonb->>'gc_batch')::integer, $1::integer))",
+    [OSP_MAINT_RATE_EXPIRE] =
+        "SELECT osprey_rate_expire(), $1::bigint, $2::jsonb",   /* parameters unused */
+    [OSP_MAINT_JOBS_EXPIRE] =
+        "SELECT osprey_jobs_expire(coalesce(($2::jsonb->>'jobs_keep_ms')::bigint, $1::bigint)"
+        " * interval '1 millisecond')",
+    [OSP_MAINT_LOG_INDEX] =
+        "SELECT osprey_log_index(coalesce(($2::jsonb->>'batch')::integer, $1::integer))",
+};
+
+osp_store_req_t *osp_store_maint(osp_store_t *st, enum osp_store_maint_task task, int64_t arg,
+                                 const char *payload_json, uint64_t timeout_ms,
+                                 osp_store_id_cb *cb, void *ctx, const char **error_r)
+{
+    store__req_t *r;
+    store__step_t *s;
+
+    if ((size_t)task >= sizeof(maint_sql) / sizeof(maint_sql[0]) || maint_sql[task] == NULL) {
+        if (error_r != NULL)
+            *error_r = "unknown maintenance task";
+        return NULL;
+    }
+    r = store__req_new();
+    s = store__req_step(r, STORE_STEP_SQL, NULL, maint_sql[task], PGRES_TUPLES_OK);
+    store__step_param_i64(r, s, arg);
+    param_text(r, s, payload_json ? payload_json : "{}");
+    return start(st, r, (void *)cb, ctx, id_deliver, timeout_ms, error_r);
+}
