@@ -6,6 +6,7 @@
 # with (1) no content filter, (2) osprey-filter over LMTP (database
 # quarantine, account settings and message log on a private PostgreSQL),
 # (3) amavisd-new + SpamAssassin (network tests off) as the content filter.
+# osprey-filter scans every message with the shipped default rules.
 #
 #   bench/filter/run.sh [-n COUNT] [-s SESSIONS] [BUILD_DIR]   (as root)
 #       -n COUNT     messages per configuration (default 2000; e.g. 10000)
@@ -166,6 +167,8 @@ postconf -c "$OSP_POSTFIX_DIR" -e 'osprey-lmtp_destination_concurrency_limit = '
 postfix_reload
 [ "$have_pg" = 1 ] && filter_db_conf
 echo "filter_max_sessions = $((SESSIONS * 2))" >>"$FILTER_DIR/osprey.conf"
+# Scan with the shipped default rules (MIME parse + rules on every message).
+echo "filter_rules_files = $top_srcdir/conf/default.rules" >>"$FILTER_DIR/osprey.conf"
 filter_start bench-filter || osp_die "osprey-filter did not start"
 osprey_pids() { echo "$FILTER_PID"; }
 run_one osprey osprey_pids
