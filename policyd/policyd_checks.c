@@ -1,6 +1,8 @@
 /* policyd_checks: lists, HELO checks and rate limits, run as a pipeline. */
 #include "config.h"
 
+#include <stdatomic.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -62,6 +64,7 @@ typedef struct policyd_rl_rule {
     bool recipients;          /* count recipients, not messages */
     char *action;             /* owned: "DEFER 4.7.1 text" or "HOLD text" */
     osp_ratelimit_t *rl;      /* owned */
+    atomic_bool full_warned;  /* "table full" logged; cleared when a count fits again */
 } policyd_rl_rule_t;
 
 struct policyd_checks {
@@ -835,14 +838,21 @@ static void policyd__account_rate(policyd_eval_t *ev, void *ctx)
         nrcpt = 1;
     osp_buf_init(&key, 1024);
     for (i = 0; i < c->nrules; i++) {
-        const policyd_rl_rule_t *r = &c->rules[i];
+        policyd_rl_rule_t *r = &c->rules[i];
 
         osp_buf_reset(&key);
         if (!policyd__rl_key(r, ev->req, &key))
             continue;
         if (osp_ratelimit_add(r->rl, osp_ratelimit_hash(key.data, key.len),
-                              r->recipients ? (uint64_t)nrcpt : 1, ev->now_ms) < 0)
-            osp_warn("rate limit table full (rule %s): message not counted", r->text);
+                              r->recipients ? (uint64_t)nrcpt : 1, ev->now_ms) < 0) {
+            /* Once per episode, not once per message: a flood of new keys
+             * must not become a flood of log lines. */
+            if (!atomic_exchange(&r->full_warned, true))
+                osp_warn("rate limit table full (rule %s): new keys are not counted "
+                         "until old ones expire (policyd_rate_limit_max_keys)", r->text);
+        } else if (atomic_load_explicit(&r->full_warned, memory_order_relaxed)) {
+            atomic_store(&r->full_warned, false);
+        }
     }
     osp_buf_close(&key);
 }
