@@ -46,4 +46,11 @@ int ctl_regex(const osp_config_t *cfg, int argc, char **argv);
  */
 int ctl_spf(const osp_config_t *cfg, int argc, char **argv);
 
+/*
+ * ctl_bayes.c: "ospreyctl bayes train|explain|expire|stats ..." on a local
+ * token file (--file, $OSPREY_BAYES_FILE, default
+ * LOCALSTATEDIR/lib/osprey/bayes.tokens).  Exit status as for ctl_db.
+ */
+int ctl_bayes(const osp_config_t *cfg, int argc, char **argv);
+
 #endif

@@ -27,6 +27,10 @@ int main(int argc, char **argv)
                "  rule test [OPTIONS] --message FILE  run rules on a message\n"
                "  regex test [-i] PATTERN TEXT  try a regular expression\n"
                "  spf check --ip IP --sender ADDR --helo NAME  evaluate SPF\n"
+               "  bayes train --spam|--ham|--forget [--account N] MESSAGE...  train Bayes\n"
+               "  bayes explain [--account N] [--top N] MESSAGE  show the deciding tokens\n"
+               "  bayes expire [--days N] [--max-count N]  drop rare, stale tokens\n"
+               "  bayes stats [--account N]  token and message counts\n"
                "  version                    print the version\n"
                "  help                       this list\n");
     } else if (strcmp(prog.argv[0], "db") == 0) {
@@ -37,6 +41,8 @@ int main(int argc, char **argv)
         status = ctl_regex(prog.cfg, prog.argc - 1, prog.argv + 1);
     } else if (strcmp(prog.argv[0], "spf") == 0) {
         status = ctl_spf(prog.cfg, prog.argc - 1, prog.argv + 1);
+    } else if (strcmp(prog.argv[0], "bayes") == 0) {
+        status = ctl_bayes(prog.cfg, prog.argc - 1, prog.argv + 1);
     } else if (strcmp(prog.argv[0], "version") == 0) {
         printf("%s\n", PACKAGE_VERSION);
     } else {

@@ -2,13 +2,16 @@
  * osprey_bayes_bench: train Osprey's Bayes classifier on one list of
  * messages and score another, for bench/bayes/run.sh.
  *
- *   osprey_bayes_bench [-b] [-r RULES] TRAIN-LIST TEST-LIST
+ *   osprey_bayes_bench [-b] [-F FLAGS] [-s S] [-u S] [-d DEV] [-m MAX] [-c MIN] [-r RULES]
+ *                      TRAIN-LIST TEST-LIST
  *
  * Each list line is "spam PATH" or "ham PATH".  Prints one line per test
  * message: "LABEL SCORE PATH", then timing on standard error.  SCORE is
  * the Bayes probability, or with -r the total score of the rule file
  * (which sees the Bayes probability through its "bayes" field).
- * -b adds word bigrams to the tokens.
+ * -b adds word bigrams to the tokens (-F sets the tokenizer flags as a
+ * number); -s, -u, -d, -m and -c override the classifier parameters
+ * robinson_s, user_s, min_dev, max_tokens and min_count (osp_bayes.h).
  */
 #include "config.h"
 
@@ -77,7 +80,8 @@ int main(int argc, char **argv)
     int ch;
     char line[4096];
     FILE *fp;
-    osp_bayes_t *b = osp_bayes_create(NULL);
+    osp_bayes_params_t params;
+    osp_bayes_t *b;
     osp_bayes_tokens_t t;
     double parse_s = 0, tok_s = 0, class_s = 0, rules_s = 0;
     size_t ntrain = 0, ntest = 0;
@@ -86,9 +90,22 @@ int main(int argc, char **argv)
     osp_mime_message_t *m;
     char *data;
 
-    while ((ch = getopt(argc, argv, "br:")) != -1) {
+    osp_bayes_params_default(&params);
+    while ((ch = getopt(argc, argv, "bF:r:s:u:d:m:c:")) != -1) {
         if (ch == 'b') {
             flags |= OSP_BAYES_BIGRAMS;
+        } else if (ch == 'F') {         /* tokenizer flags, for experiments */
+            flags = (unsigned)strtoul(optarg, NULL, 0);
+        } else if (ch == 's') {
+            params.robinson_s = strtod(optarg, NULL);
+        } else if (ch == 'u') {
+            params.user_s = strtod(optarg, NULL);
+        } else if (ch == 'd') {
+            params.min_dev = strtod(optarg, NULL);
+        } else if (ch == 'm') {
+            params.max_tokens = (unsigned)strtoul(optarg, NULL, 10);
+        } else if (ch == 'c') {
+            params.min_count = (unsigned)strtoul(optarg, NULL, 10);
         } else if (ch == 'r') {
             osp_buf_t errors;
             osp_buf_init(&errors, 1 << 20);
@@ -104,9 +121,11 @@ int main(int argc, char **argv)
         }
     }
     if (argc - optind != 2) {
-        fprintf(stderr, "usage: osprey_bayes_bench [-b] [-r RULES] TRAIN-LIST TEST-LIST\n");
+        fprintf(stderr, "usage: osprey_bayes_bench [-b] [-F FLAGS] [-s S] [-u S] [-d DEV] "
+                "[-m MAX] [-c MIN] [-r RULES] TRAIN-LIST TEST-LIST\n");
         return 2;
     }
+    b = osp_bayes_create(&params);
     osp_bayes_tokens_init(&t, false);
     fp = fopen(argv[optind], "r");
     if (fp == NULL) {

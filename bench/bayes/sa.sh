@@ -40,12 +40,18 @@ spamd --siteconfigpath "$sa/site" -L -x -u nobody -m 2 --listen "127.0.0.1:$port
     { echo "sa.sh: spamd did not start" >&2; exit 1; }
 for _ in $(seq 100); do [ -s "$sa/spamd.pid" ] && spamc -d 127.0.0.1 -p "$port" -K \
     >/dev/null 2>&1 && break; sleep 0.2; done
-: >"$work/sa.scores"
-while read -r label f; do
-    b=$(spamc -d 127.0.0.1 -p "$port" -s 10000000 <"$f" 2>/dev/null |
-        sed -n 's/^X-Spam-Bayes: *\([0-9.]*\).*/\1/p' | head -1)
-    echo "$label ${b:-0.5}" >>"$work/sa.scores"
-done <"$work/corpus/test.list"
+# Score on two spamd children at once (spamd -m 2): two client loops.
+score() { # SHARD
+    awk -v s="$1" 'NR % 2 == s' "$work/corpus/test.list" | while read -r label f; do
+        b=$(spamc -d 127.0.0.1 -p "$port" -s 10000000 <"$f" 2>/dev/null |
+            sed -n 's/^X-Spam-Bayes: *\([0-9.]*\).*/\1/p' | head -1)
+        echo "$label ${b:-0.5} $f"
+    done >"$work/sa.scores.$1"
+}
+score 0 & p0=$!
+score 1 & p1=$!
+wait "$p0" "$p1"
+cat "$work/sa.scores.0" "$work/sa.scores.1" >"$work/sa.scores"
 kill "$(cat "$sa/spamd.pid")" 2>/dev/null
 for _ in $(seq 50); do kill -0 "$(cat "$sa/spamd.pid" 2>/dev/null)" 2>/dev/null || break; sleep 0.1; done
 exit 0

@@ -2,9 +2,13 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "osp_bayes.h"
 #include "osp_log.h"
@@ -106,6 +110,52 @@ static int osp_bayes__cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Sort 64-bit hashes in place: quicksort (median of three, recursing into
+ * the smaller side, so depth is O(log n)), insertion sort for short runs.
+ * qsort()'s comparator calls and glibc's temporary buffer cost more than
+ * the rest of the tokenizer's bookkeeping. */
+static void osp_bayes__sort_u64(uint64_t *a, size_t n)
+{
+    while (n > 16) {
+        size_t i = 0, j = n - 1, m = (n - 1) / 2;
+        uint64_t p, x;
+
+        if (a[m] < a[0]) { x = a[m]; a[m] = a[0]; a[0] = x; }
+        if (a[j] < a[0]) { x = a[j]; a[j] = a[0]; a[0] = x; }
+        if (a[j] < a[m]) { x = a[j]; a[j] = a[m]; a[m] = x; }
+        p = a[m];
+        for (;;) {
+            while (a[i] < p)
+                i++;
+            while (a[j] > p)
+                j--;
+            if (i >= j)
+                break;
+            x = a[i]; a[i] = a[j]; a[j] = x;
+            i++;
+            j--;
+        }
+        /* a[0..j] <= p <= a[j+1..n) */
+        if (j + 1 < n - j - 1) {
+            osp_bayes__sort_u64(a, j + 1);
+            a += j + 1;
+            n -= j + 1;
+        } else {
+            osp_bayes__sort_u64(a + j + 1, n - j - 1);
+            n = j + 1;
+        }
+    }
+    for (size_t i = 1; i < n; i++) {
+        uint64_t v = a[i];
+        size_t k = i;
+        while (k > 0 && a[k - 1] > v) {
+            a[k] = a[k - 1];
+            k--;
+        }
+        a[k] = v;
+    }
+}
+
 struct osp_bayes__pair {
     uint64_t h;
     char *s;
@@ -124,7 +174,7 @@ void osp_bayes_tokens_finish(osp_bayes_tokens_t *t)
     if (t->n == 0)
         return;
     if (!t->keep_text) {
-        qsort(t->hash, t->n, sizeof(uint64_t), osp_bayes__cmp_u64);
+        osp_bayes__sort_u64(t->hash, t->n);
         for (i = 0; i < t->n; i++)
             if (o == 0 || t->hash[i] != t->hash[o - 1])
                 t->hash[o++] = t->hash[i];
@@ -264,13 +314,13 @@ void osp_bayes_tokenize_text(osp_bayes_tokens_t *t, const char *prefix, const ch
 {
     const unsigned char *p = (const unsigned char *)s, *end = p + len;
     char word[OSP_BAYES_MAX_WORD + 8], prev[OSP_BAYES_MAX_WORD + 8];
-    size_t wlen = 0, raw = 0, prevlen = 0;
+    char prev2[OSP_BAYES_MAX_WORD + 8];
+    size_t wlen = 0, raw = 0, prevlen = 0, prev2len = 0;
     bool overlong = false;
     char first = 0;
-    size_t bplen = strlen(prefix) + 3;
-    char *bprefix = osp_malloc(bplen + 1);
+    char bprefix[OSP_BAYES_MAX_TOKEN];
 
-    osp_snprintf(bprefix, bplen + 1, "%sb:", prefix);
+    osp_snprintf(bprefix, sizeof(bprefix), "%sb:", prefix);
     for (;;) {
         uint32_t cp = 0;
         size_t n = 0;
@@ -287,7 +337,8 @@ void osp_bayes_tokenize_text(osp_bayes_tokens_t *t, const char *prefix, const ch
             if (raw == 0)
                 first = cp < 0x80 ? (char)cp : 'u';
             raw += n;
-            if (!overlong && wlen + 4 <= OSP_BAYES_MAX_WORD)
+            /* Folding keeps the UTF-8 length (n) of every code point it maps. */
+            if (!overlong && wlen + n <= OSP_BAYES_MAX_WORD)
                 wlen += osp_bayes__put_utf8(word + wlen, cp);
             else
                 overlong = true;
@@ -305,7 +356,7 @@ void osp_bayes_tokenize_text(osp_bayes_tokens_t *t, const char *prefix, const ch
                 char skip[32];
                 int sn = osp_snprintf(skip, sizeof(skip), "skip:%c %zu", first, raw / 10 * 10);
                 osp_bayes_tokens_add(t, prefix, skip, (size_t)sn);
-                prevlen = 0;
+                prevlen = prev2len = 0;
             } else if (e - b >= OSP_BAYES_MIN_WORD) {
                 osp_bayes_tokens_add(t, prefix, word + b, e - b);
                 if ((flags & OSP_BAYES_BIGRAMS) && prevlen) {
@@ -315,6 +366,15 @@ void osp_bayes_tokenize_text(osp_bayes_tokens_t *t, const char *prefix, const ch
                     memcpy(pair + prevlen + 1, word + b, e - b);
                     osp_bayes_tokens_add(t, bprefix, pair, prevlen + 1 + e - b);
                 }
+                if ((flags & OSP_BAYES_SPARSE) && prev2len) {
+                    char pair[2 * OSP_BAYES_MAX_WORD + 20];
+                    memcpy(pair, prev2, prev2len);
+                    memcpy(pair + prev2len, " * ", 3);
+                    memcpy(pair + prev2len + 3, word + b, e - b);
+                    osp_bayes_tokens_add(t, bprefix, pair, prev2len + 3 + e - b);
+                }
+                memcpy(prev2, prev, prevlen);
+                prev2len = prevlen;
                 memcpy(prev, word + b, e - b);
                 prevlen = e - b;
             }
@@ -325,7 +385,6 @@ void osp_bayes_tokenize_text(osp_bayes_tokens_t *t, const char *prefix, const ch
             break;
         p += n;
     }
-    free(bprefix);
 }
 
 /* ------------------------------------------------------------------ */
@@ -404,10 +463,41 @@ static void osp_bayes__host(osp_bayes_tokens_t *t, const char *host)
     }
 }
 
+/* URL paths as words, URL oddities, links whose text names another host,
+ * and invisible HTML text. */
+static void osp_bayes__url_words(osp_bayes_tokens_t *t, const osp_mime_message_t *m)
+{
+    static const struct { unsigned flag; const char *name; } uf[] = {
+        { OSP_URL_F_NO_SCHEME, "noscheme" }, { OSP_URL_F_HXXP, "hxxp" },
+        { OSP_URL_F_SLASHES, "slashes" }, { OSP_URL_F_USERINFO, "userinfo" },
+        { OSP_URL_F_PCT_HOST, "pcthost" }, { OSP_URL_F_IDN, "idn" }, { OSP_URL_F_IP, "ip" },
+    };
+    size_t i, k, nurl = m->urls.n_urls < 100 ? m->urls.n_urls : 100;
+
+    for (i = 0; i < nurl; i++) {
+        const osp_url_t *u = &m->urls.urls[i];
+        const char *path = strstr(u->url, "://");
+        path = path ? strchr(path + 3, '/') : NULL;
+        if (path)
+            osp_bayes_tokenize_text(t, "urlp:", path, strlen(path), 0);
+        for (k = 0; k < sizeof(uf) / sizeof(uf[0]); k++)
+            if (u->flags & uf[k].flag)
+                osp_bayes_tokens_add(t, "urlf:", uf[k].name, strlen(uf[k].name));
+    }
+    for (i = 0; i < m->n_links && i < 100; i++) {
+        const osp_html_link_t *l = &m->links[i];
+        if (l->text_host[0] && l->host[0] && strcmp(l->text_host, l->host) != 0)
+            osp_bayes_tokens_add(t, "link:", "mismatch", 8);
+    }
+    if (m->invisible_len)
+        osp_bayes_tokenize_text(t, "inv:", m->invisible,
+                                m->invisible_len < 4096 ? m->invisible_len : 4096, 0);
+}
+
 void osp_bayes_tokenize(const osp_mime_message_t *m, unsigned flags, osp_bayes_tokens_t *t)
 {
     const osp_mime_part_t *root = m->n_parts ? &m->parts[0] : NULL;
-    size_t i;
+    size_t i, nh = 0;
     uint64_t bit;
 
     osp_bayes__tokens_reset(t);
@@ -448,6 +538,10 @@ void osp_bayes_tokenize(const osp_mime_message_t *m, unsigned flags, osp_bayes_t
                 } else {
                     osp_bayes_tokens_add(t, "mid:", "none", 4);
                 }
+            } else if ((flags & OSP_BAYES_ALLHEADERS) && nh++ < 64) {
+                char pre[64];
+                osp_snprintf(pre, sizeof(pre), "h:%s:", hn);
+                osp_bayes__header_words(t, pre, v);
             }
         }
     }
@@ -455,6 +549,7 @@ void osp_bayes_tokenize(const osp_mime_message_t *m, unsigned flags, osp_bayes_t
         osp_bayes__lower_add(t, "part:", m->parts[i].type, strlen(m->parts[i].type));
     for (i = 0; i < m->urls.n_hosts; i++)
         osp_bayes__host(t, m->urls.hosts[i]);
+    osp_bayes__url_words(t, m);
     for (i = 0; i < m->n_attachments; i++) {
         const osp_mime_part_t *a = &m->parts[m->attachments[i]];
         const char *dot = strrchr(a->filename, '.');
@@ -600,6 +695,10 @@ void osp_bayes_params_default(osp_bayes_params_t *p)
     p->user_s = 3.0;
     p->min_dev = 0.1;
     p->max_tokens = 150;
+    p->min_count = 1;
+    p->autolearn_spam = 12.0;
+    p->autolearn_ham = -2.0;
+    p->autolearn_sure = 0.001;
 }
 
 osp_bayes_t *osp_bayes_create(const osp_bayes_params_t *params)
@@ -632,9 +731,15 @@ size_t osp_bayes_size(const osp_bayes_t *b)
     return b->tokens.used;
 }
 
-static uint64_t osp_bayes__message_key(const osp_bayes_tokens_t *t)
+void osp_bayes_message_key(const osp_bayes_tokens_t *t, uint8_t key_r[OSP_BAYES_KEY_LEN])
 {
-    return osp_bayes_hash(t->hash, t->n * sizeof(uint64_t), OSP_BAYES_SEED ^ 0x4d5347);
+    unsigned i;
+
+    for (i = 0; i < OSP_BAYES_KEY_LEN / 8; i++) {
+        uint64_t h = osp_bayes_hash(t->hash, t->n * sizeof(uint64_t),
+                                    OSP_BAYES_SEED ^ (UINT64_C(0x4d5347) + i));
+        memcpy(key_r + 8 * i, &h, 8);
+    }
 }
 
 static void osp_bayes__bump(uint32_t *c, int delta)
@@ -645,8 +750,8 @@ static void osp_bayes__bump(uint32_t *c, int delta)
         (*c)--;
 }
 
-static void osp_bayes__apply(osp_bayes_t *b, uint32_t account, const osp_bayes_tokens_t *t,
-                             bool spam, int delta, uint32_t day)
+static void osp_bayes__apply(osp_bayes_t *b, uint32_t account, const uint64_t *hashes,
+                             size_t n, bool spam, int delta, uint32_t day)
 {
     uint32_t accts[2] = { account, 0 };
     size_t na = account ? 2 : 1, a, i;
@@ -654,8 +759,11 @@ static void osp_bayes__apply(osp_bayes_t *b, uint32_t account, const osp_bayes_t
     for (a = 0; a < na; a++) {
         osp_bayes_entry_t *tot = osp_bayes__get(&b->tokens, accts[a], OSP_BAYES_TOTALS);
         osp_bayes__bump(spam ? &tot->spam : &tot->ham, delta);
-        for (i = 0; i < t->n; i++) {
-            osp_bayes_entry_t *e = osp_bayes__get(&b->tokens, accts[a], t->hash[i]);
+        for (i = 0; i < n; i++) {
+            osp_bayes_entry_t *e;
+            if (hashes[i] == OSP_BAYES_TOTALS)
+                continue;       /* not a token hash (cannot come from osp_bayes_hash) */
+            e = osp_bayes__get(&b->tokens, accts[a], hashes[i]);
             osp_bayes__bump(spam ? &e->spam : &e->ham, delta);
             if (day > e->day)
                 e->day = day;
@@ -665,36 +773,190 @@ static void osp_bayes__apply(osp_bayes_t *b, uint32_t account, const osp_bayes_t
     }
 }
 
-enum osp_bayes_train_result osp_bayes_train(osp_bayes_t *b, uint32_t account,
-                                            const osp_bayes_tokens_t *t, bool spam,
-                                            uint32_t day)
+/* Train (or with forget, untrain) hashes[0..n) under message key. */
+static enum osp_bayes_train_result osp_bayes__train(osp_bayes_t *b, uint32_t account,
+                                                    const uint8_t key[OSP_BAYES_KEY_LEN],
+                                                    bool spam, bool forget,
+                                                    const uint64_t *hashes, size_t n,
+                                                    uint32_t day)
 {
-    osp_bayes_entry_t *m = osp_bayes__get(&b->trained, account, osp_bayes__message_key(t));
-    bool was_spam = m->spam != 0, was_ham = m->ham != 0;
+    uint64_t k;
+    osp_bayes_entry_t *m;
+    bool was_spam, was_ham;
 
+    memcpy(&k, key, sizeof(k));
+    if (forget) {
+        const osp_bayes_entry_t *c = osp_bayes__find(&b->trained, account, k);
+        if (c == NULL)
+            return OSP_BAYES_NOT_TRAINED;
+        m = (osp_bayes_entry_t *)c;
+        osp_bayes__apply(b, account, hashes, n, m->spam != 0, -1, 0);
+        osp_bayes__del(&b->trained, m);
+        return OSP_BAYES_UNTRAINED;
+    }
+    m = osp_bayes__get(&b->trained, account, k);
+    was_spam = m->spam != 0;
+    was_ham = m->ham != 0;
     if ((spam && was_spam) || (!spam && was_ham))
         return OSP_BAYES_UNCHANGED;
     if (was_spam || was_ham)
-        osp_bayes__apply(b, account, t, was_spam, -1, day);
-    osp_bayes__apply(b, account, t, spam, +1, day);
+        osp_bayes__apply(b, account, hashes, n, was_spam, -1, day);
+    osp_bayes__apply(b, account, hashes, n, spam, +1, day);
     m->spam = spam;
     m->ham = !spam;
     m->day = day;
     return (was_spam || was_ham) ? OSP_BAYES_RETRAINED : OSP_BAYES_TRAINED;
 }
 
+enum osp_bayes_train_result osp_bayes_train(osp_bayes_t *b, uint32_t account,
+                                            const osp_bayes_tokens_t *t, bool spam,
+                                            uint32_t day)
+{
+    uint8_t key[OSP_BAYES_KEY_LEN];
+
+    osp_bayes_message_key(t, key);
+    return osp_bayes__train(b, account, key, spam, false, t->hash, t->n, day);
+}
+
 enum osp_bayes_train_result osp_bayes_untrain(osp_bayes_t *b, uint32_t account,
                                               const osp_bayes_tokens_t *t)
 {
-    const osp_bayes_entry_t *c = osp_bayes__find(&b->trained, account, osp_bayes__message_key(t));
-    osp_bayes_entry_t *m;
+    uint8_t key[OSP_BAYES_KEY_LEN];
 
-    if (c == NULL)
-        return OSP_BAYES_NOT_TRAINED;
-    m = (osp_bayes_entry_t *)c;
-    osp_bayes__apply(b, account, t, m->spam != 0, -1, 0);
-    osp_bayes__del(&b->trained, m);
-    return OSP_BAYES_UNTRAINED;
+    osp_bayes_message_key(t, key);
+    return osp_bayes__train(b, account, key, false, true, t->hash, t->n, 0);
+}
+
+static int osp_bayes__mem_lookup_cb(void *ctx, uint32_t account, const uint64_t *hashes,
+                                    size_t n, osp_bayes_count_t *counts_r,
+                                    osp_bayes_count_t *totals_r, const char **error_r)
+{
+    (void)error_r;
+    osp_bayes_lookup(ctx, account, hashes, n, counts_r, totals_r);
+    return 0;
+}
+
+static int osp_bayes__mem_train_cb(void *ctx, uint32_t account,
+                                   const uint8_t key[OSP_BAYES_KEY_LEN], bool spam, bool forget,
+                                   const uint64_t *hashes, size_t n, uint32_t day,
+                                   enum osp_bayes_train_result *result_r, const char **error_r)
+{
+    (void)error_r;
+    *result_r = osp_bayes__train(ctx, account, key, spam, forget, hashes, n, day);
+    return 0;
+}
+
+void osp_bayes_store_memory(osp_bayes_t *b, osp_bayes_store_t *store_r)
+{
+    store_r->ctx = b;
+    store_r->lookup = osp_bayes__mem_lookup_cb;
+    store_r->train = osp_bayes__mem_train_cb;
+}
+
+const osp_bayes_params_t *osp_bayes_params(const osp_bayes_t *b)
+{
+    return &b->params;
+}
+
+/* ------------------------------------------------------------------ */
+/* Token file */
+
+#define OSP_BAYES_FILE_MAGIC "OSPBAY01"
+
+static int osp_bayes__write_table(FILE *f, const osp_bayes_table_t *tb)
+{
+    uint64_t n = tb->used;
+    size_t i;
+
+    if (fwrite(&n, sizeof(n), 1, f) != 1)
+        return -1;
+    for (i = 0; i <= tb->mask; i++)
+        if (tb->e[i].account < OSP_BAYES_DELETED &&
+            fwrite(&tb->e[i], sizeof(osp_bayes_entry_t), 1, f) != 1)
+            return -1;
+    return 0;
+}
+
+int osp_bayes_save(const osp_bayes_t *b, const char *path, const char **error_r)
+{
+    size_t plen = strlen(path) + 5;
+    char *tmp = osp_malloc(plen);
+    FILE *f;
+    int ok;
+
+    osp_snprintf(tmp, plen, "%s.tmp", path);
+    f = fopen(tmp, "wb");
+    if (f == NULL) {
+        *error_r = "cannot create the temporary file";
+        free(tmp);
+        return -1;
+    }
+    ok = fwrite(OSP_BAYES_FILE_MAGIC, 8, 1, f) == 1 &&
+         osp_bayes__write_table(f, &b->tokens) == 0 &&
+         osp_bayes__write_table(f, &b->trained) == 0;
+    ok = (fflush(f) == 0) & ok;
+    ok = (fsync(fileno(f)) == 0) & ok;
+    ok = (fclose(f) == 0) & ok;
+    if (!ok || rename(tmp, path) < 0) {
+        *error_r = ok ? "cannot rename the temporary file" : "write error";
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    free(tmp);
+    return 0;
+}
+
+static int osp_bayes__read_table(FILE *f, osp_bayes_table_t *tb)
+{
+    uint64_t n, i;
+    size_t slots = 1024;
+
+    struct stat st;
+    long pos;
+
+    /* A count the file cannot hold is corrupt: do not allocate for it. */
+    if (fread(&n, sizeof(n), 1, f) != 1 || fstat(fileno(f), &st) < 0 ||
+        (pos = ftell(f)) < 0 || st.st_size < pos ||
+        n > (uint64_t)(st.st_size - pos) / sizeof(osp_bayes_entry_t))
+        return -1;
+    while (slots * 7 < n * 10 + 10)
+        slots *= 2;
+    free(tb->e);
+    osp_bayes__table_init(tb, slots);
+    for (i = 0; i < n; i++) {
+        osp_bayes_entry_t e, *d;
+        if (fread(&e, sizeof(e), 1, f) != 1 || e.account >= OSP_BAYES_DELETED)
+            return -1;
+        d = osp_bayes__get(tb, e.account, e.h);
+        *d = e;
+    }
+    return 0;
+}
+
+osp_bayes_t *osp_bayes_load(const char *path, const osp_bayes_params_t *params,
+                            const char **error_r)
+{
+    FILE *f = fopen(path, "rb");
+    char magic[8];
+    osp_bayes_t *b;
+
+    if (f == NULL) {
+        *error_r = errno == ENOENT ? "no such file" : "cannot open";
+        return NULL;
+    }
+    b = osp_bayes_create(params);
+    if (fread(magic, 8, 1, f) != 1 || memcmp(magic, OSP_BAYES_FILE_MAGIC, 8) != 0 ||
+        osp_bayes__read_table(f, &b->tokens) < 0 || osp_bayes__read_table(f, &b->trained) < 0 ||
+        fgetc(f) != EOF) {
+        fclose(f);
+        osp_bayes_free(&b);
+        *error_r = "not an Osprey token file, or truncated";
+        errno = EINVAL;
+        return NULL;
+    }
+    fclose(f);
+    return b;
 }
 
 void osp_bayes_counts(const osp_bayes_t *b, uint32_t account, uint64_t h, uint32_t *spam_r,
@@ -704,6 +966,36 @@ void osp_bayes_counts(const osp_bayes_t *b, uint32_t account, uint64_t h, uint32
 
     *spam_r = e ? e->spam : 0;
     *ham_r = e ? e->ham : 0;
+}
+
+static void osp_bayes__put(osp_bayes_t *b, uint32_t account, uint64_t h, uint32_t spam,
+                           uint32_t ham, uint32_t day)
+{
+    osp_bayes_entry_t *e;
+
+    if (spam == 0 && ham == 0) {
+        const osp_bayes_entry_t *c = osp_bayes__find(&b->tokens, account, h);
+        if (c)
+            osp_bayes__del(&b->tokens, (osp_bayes_entry_t *)c);
+        return;
+    }
+    e = osp_bayes__get(&b->tokens, account, h);
+    e->spam = spam;
+    e->ham = ham;
+    e->day = day;
+}
+
+void osp_bayes_put(osp_bayes_t *b, uint32_t account, uint64_t h, uint32_t spam, uint32_t ham,
+                   uint32_t day)
+{
+    if (h == OSP_BAYES_TOTALS)
+        abort();        /* not a token hash: a caller bug */
+    osp_bayes__put(b, account, h, spam, ham, day);
+}
+
+void osp_bayes_put_totals(osp_bayes_t *b, uint32_t account, uint32_t nspam, uint32_t nham)
+{
+    osp_bayes__put(b, account, OSP_BAYES_TOTALS, nspam, nham, 0);
 }
 
 void osp_bayes_totals(const osp_bayes_t *b, uint32_t account, uint32_t *nspam_r,
@@ -762,41 +1054,57 @@ static int osp_bayes__cmp_clue(const void *a, const void *b)
     return da < db ? 1 : da > db ? -1 : 0;
 }
 
-void osp_bayes_classify(const osp_bayes_t *b, uint32_t account, const osp_bayes_tokens_t *t,
-                        osp_bayes_result_t *res)
+void osp_bayes_lookup(const osp_bayes_t *b, uint32_t account, const uint64_t *hashes,
+                      size_t n, osp_bayes_count_t *counts_r, osp_bayes_count_t *totals_r)
 {
-    const osp_bayes_params_t *pr = &b->params;
-    uint32_t gns, gnh, uns = 0, unh = 0;
+    size_t i;
+
+    memset(totals_r, 0, sizeof(*totals_r));
+    osp_bayes_totals(b, 0, &totals_r->gspam, &totals_r->gham);
+    if (account)
+        osp_bayes_totals(b, account, &totals_r->spam, &totals_r->ham);
+    for (i = 0; i < n; i++) {
+        osp_bayes_count_t *c = &counts_r[i];
+        osp_bayes_counts(b, 0, hashes[i], &c->gspam, &c->gham);
+        c->spam = c->ham = 0;
+        /* A user's count is never above the global one: skip the probe. */
+        if (account && (c->gspam || c->gham))
+            osp_bayes_counts(b, account, hashes[i], &c->spam, &c->ham);
+    }
+}
+
+void osp_bayes_score(const osp_bayes_params_t *pr, const uint64_t *hashes, size_t n_hashes,
+                     const osp_bayes_count_t *counts, const osp_bayes_count_t *totals,
+                     bool account_data, osp_bayes_result_t *res)
+{
     size_t i, n = 0;
     double sum_ln_p = 0, sum_ln_q = 0, s, h;
 
     memset(res, 0, sizeof(*res));
     res->prob = 0.5;
-    osp_bayes_totals(b, 0, &gns, &gnh);
-    if (account)
-        osp_bayes_totals(b, account, &uns, &unh);
-    if (t->n == 0)
+    if (n_hashes == 0)
         return;
-    res->clues = osp_malloc(t->n * sizeof(osp_bayes_clue_t));
-    for (i = 0; i < t->n; i++) {
+    res->clues = osp_malloc(n_hashes * sizeof(osp_bayes_clue_t));
+    for (i = 0; i < n_hashes; i++) {
+        const osp_bayes_count_t *k = &counts[i];
         osp_bayes_clue_t c;
-        double f, ng;
+        double f, ng, nu;
 
-        c.hash = t->hash[i];
-        osp_bayes_counts(b, 0, c.hash, &c.gspam, &c.gham);
+        c.hash = hashes[i];
+        c.gspam = k->gspam;
+        c.gham = k->gham;
+        c.spam = account_data ? k->spam : 0;
+        c.ham = account_data ? k->ham : 0;
         ng = (double)c.gspam + c.gham;
-        f = (pr->robinson_s * 0.5 + ng * osp_bayes__ratio(c.gspam, c.gham, gns, gnh)) /
+        if (ng < pr->min_count)
+            continue;
+        f = (pr->robinson_s * 0.5 +
+             ng * osp_bayes__ratio(c.gspam, c.gham, totals->gspam, totals->gham)) /
             (pr->robinson_s + ng);
-        c.spam = c.gspam;
-        c.ham = c.gham;
-        if (account) {
-            double nu;
-            osp_bayes_counts(b, account, c.hash, &c.spam, &c.ham);
-            nu = (double)c.spam + c.ham;
-            if (nu > 0)
-                f = (pr->user_s * f + nu * osp_bayes__ratio(c.spam, c.ham, uns, unh)) /
-                    (pr->user_s + nu);
-        }
+        nu = (double)c.spam + c.ham;
+        if (nu > 0)
+            f = (pr->user_s * f + nu * osp_bayes__ratio(c.spam, c.ham, totals->spam,
+                                                        totals->ham)) / (pr->user_s + nu);
         if (fabs(f - 0.5) < pr->min_dev)
             continue;
         if (f < 0.0001)
@@ -816,9 +1124,47 @@ void osp_bayes_classify(const osp_bayes_t *b, uint32_t account, const osp_bayes_
         sum_ln_p += log(res->clues[i].prob);
         sum_ln_q += log(1.0 - res->clues[i].prob);
     }
+    /* Fisher: H and S are how unlikely the clues are as ham and as spam. */
     s = 1.0 - osp_bayes_chi2q(-2.0 * sum_ln_q, 2 * (unsigned)n);
     h = 1.0 - osp_bayes_chi2q(-2.0 * sum_ln_p, 2 * (unsigned)n);
     res->prob = (s - h + 1.0) / 2.0;
+}
+
+void osp_bayes_classify(const osp_bayes_t *b, uint32_t account, const osp_bayes_tokens_t *t,
+                        osp_bayes_result_t *res)
+{
+    osp_bayes_count_t totals, *counts = osp_malloc((t->n ? t->n : 1) * sizeof(*counts));
+
+    osp_bayes_lookup(b, account, t->hash, t->n, counts, &totals);
+    osp_bayes_score(&b->params, t->hash, t->n, counts, &totals, account != 0, res);
+    free(counts);
+}
+
+int osp_bayes_classify_store(const osp_bayes_store_t *store, const osp_bayes_params_t *p,
+                             uint32_t account, const osp_bayes_tokens_t *t,
+                             osp_bayes_result_t *res, const char **error_r)
+{
+    osp_bayes_count_t totals, *counts = osp_malloc((t->n ? t->n : 1) * sizeof(*counts));
+
+    if (store->lookup(store->ctx, account, t->hash, t->n, counts, &totals, error_r) < 0) {
+        free(counts);
+        memset(res, 0, sizeof(*res));
+        res->prob = 0.5;
+        return -1;
+    }
+    osp_bayes_score(p, t->hash, t->n, counts, &totals, account != 0, res);
+    free(counts);
+    return 0;
+}
+
+enum osp_bayes_autolearn osp_bayes_autolearn(const osp_bayes_params_t *p, double rules_score,
+                                             double bayes_prob)
+{
+    if (rules_score >= p->autolearn_spam && bayes_prob < 1.0 - p->autolearn_sure)
+        return OSP_BAYES_LEARN_SPAM;
+    if (rules_score <= p->autolearn_ham && bayes_prob > p->autolearn_sure)
+        return OSP_BAYES_LEARN_HAM;
+    return OSP_BAYES_LEARN_NONE;
 }
 
 void osp_bayes_result_close(osp_bayes_result_t *res)

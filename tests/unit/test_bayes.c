@@ -1,6 +1,7 @@
 /* Unit tests for osp_bayes: tokenizer, maths, shared prior, training. */
 #include "config.h"
 
+#include <errno.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "osp_bayes.h"
@@ -48,6 +50,34 @@ static void test_words(void **state)
     assert_true(has_token(&t, "skip:a 50"));
     assert_false(has_token(&t, "to"));          /* shorter than 3 bytes */
     assert_false(has_token(&t, "Hello"));       /* folded */
+    osp_bayes_tokens_close(&t);
+    /* Bounds: 40 bytes is a word, 41 bytes a "skip" token (by length/10). */
+    {
+        const char *w40 = "abcdefghijabcdefghijabcdefghijabcdefghij";
+        char both[100];
+        snprintf(both, sizeof(both), "%s %sk", w40, w40);
+        osp_bayes_tokens_init(&t, true);
+        osp_bayes_tokenize_text(&t, "", both, strlen(both), 0);
+        osp_bayes_tokens_finish(&t);
+        assert_true(has_token(&t, w40));
+        assert_true(has_token(&t, "skip:a 40"));
+        assert_int_equal(t.n, 2);
+        osp_bayes_tokens_close(&t);
+    }
+    /* Non-ASCII words are bounded in bytes too: 20 Cyrillic letters are 40. */
+    {
+        const char *cy = "ЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖ ЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖ";
+        osp_bayes_tokens_init(&t, true);
+        osp_bayes_tokenize_text(&t, "", cy, strlen(cy), 0);
+    }
+    osp_bayes_tokens_finish(&t);
+    assert_true(has_token(&t, "жжжжжжжжжжжжжжжжжжжж"));
+    assert_true(has_token(&t, "skip:u 40"));
+    assert_int_equal(t.n, 2);
+    osp_bayes_tokens_close(&t);
+    osp_bayes_tokens_init(&t, true);
+    osp_bayes_tokenize_text(&t, "", text, strlen(text), 0);
+    osp_bayes_tokens_finish(&t);
     /* de-duplicated: "hello" twice is one token */
     {
         size_t i, n = 0;
@@ -72,6 +102,14 @@ static void test_bigrams_and_prefix(void **state)
     assert_true(has_token(&t, "subject:b:meds online"));
     assert_int_equal(t.n, 5);
     osp_bayes_tokens_close(&t);
+    /* Sparse bigrams skip one word. */
+    osp_bayes_tokens_init(&t, true);
+    osp_bayes_tokenize_text(&t, "", text, strlen(text), OSP_BAYES_SPARSE);
+    osp_bayes_tokens_finish(&t);
+    assert_true(has_token(&t, "b:cheap * online"));
+    assert_false(has_token(&t, "b:cheap meds"));
+    assert_int_equal(t.n, 4);
+    osp_bayes_tokens_close(&t);
 }
 
 static void test_message_tokens(void **state)
@@ -89,7 +127,8 @@ static void test_message_tokens(void **state)
         "--b\r\n"
         "Content-Type: text/plain\r\n"
         "\r\n"
-        "Claim at http://www.claim.prize.example.org/now today\r\n"
+        "Claim at http://www.claim.prize.example.org/now/Unsubscribe.php today\r\n"
+        "or hxxp://192.0.2.9/x\r\n"
         "--b\r\n"
         "Content-Type: application/octet-stream; name=\"doc.pdf.exe\"\r\n"
         "Content-Transfer-Encoding: base64\r\n"
@@ -115,6 +154,10 @@ static void test_message_tokens(void **state)
     assert_true(has_token(&t, "url:www.claim.prize.example.org"));
     assert_true(has_token(&t, "url:.prize.example.org"));
     assert_true(has_token(&t, "url:.example.org"));
+    assert_true(has_token(&t, "urlp:unsubscribe"));
+    assert_true(has_token(&t, "urlp:php"));
+    assert_true(has_token(&t, "urlf:hxxp"));
+    assert_true(has_token(&t, "urlf:ip"));
     assert_true(has_token(&t, "atte:.exe"));
     assert_true(has_token(&t, "hdr:x-mailer"));
     assert_true(has_token(&t, "claim"));
@@ -145,6 +188,11 @@ static void test_hash_stable(void **state)
     assert_true(osp_bayes_hash("viagra", 6, 1) != osp_bayes_hash("viagrb", 6, 1));
     assert_true(osp_bayes_hash("abcdefgh", 8, 1) != osp_bayes_hash("abcdefgh\0", 9, 1));
     assert_true(osp_bayes_hash("", 0, 7) != 0);
+    /* Golden values: the stored token hashes depend on these. */
+    assert_true(osp_bayes_hash("viagra", 6, 1) == UINT64_C(0x096c03eed85bf4b5));
+    assert_true(osp_bayes_hash("0123456789abcdefXYZ", 19, UINT64_C(0x6f73707265790001)) ==
+                UINT64_C(0x45dc5bc08ac44e69));
+    assert_true(osp_bayes_hash("", 0, 0) == 1);     /* 0 is reserved for totals */
 }
 
 static void test_chi2q(void **state)
@@ -333,6 +381,248 @@ static void test_expire_and_growth(void **state)
     osp_bayes_free(&b);
 }
 
+/* osp_bayes_score over hand-made counts: f1 = (0.5 + 1*1)/(1 + 1) = 0.75,
+ * f2 = (0.5 + 4*1)/(1 + 4) = 0.9; Fisher with Q(x, 4) = e^-m (1 + m):
+ * S = 1 - Q(-2 ln(0.25 * 0.1), 4), H = 1 - Q(-2 ln(0.75 * 0.9), 4),
+ * (S - H + 1) / 2 = 0.91154088031056... (computed by hand / bc). */
+static void test_score_pure(void **state)
+{
+    osp_bayes_params_t p;
+    uint64_t h[3] = { 11, 22, 33 };
+    osp_bayes_count_t c[3] = {
+        { .gspam = 1, .gham = 0 }, { .gspam = 4, .gham = 0 }, { .gspam = 2, .gham = 2 },
+    };
+    osp_bayes_count_t tot = { .spam = 2, .ham = 2, .gspam = 4, .gham = 4 };
+    osp_bayes_result_t r;
+
+    (void)state;
+    osp_bayes_params_default(&p);
+    osp_bayes_score(&p, h, 3, c, &tot, false, &r);
+    assert_int_equal(r.n_clues, 2);             /* the 2/2 token is 0.5: dropped */
+    assert_true(r.clues[0].hash == 22);         /* most significant first */
+    assert_true(fabs(r.clues[0].prob - 0.9) < 1e-12);
+    assert_true(fabs(r.clues[1].prob - 0.75) < 1e-12);
+    assert_true(fabs(r.prob - 0.9115408803105682) < 1e-12);
+    osp_bayes_result_close(&r);
+    /* The user's own data (0 spam, 2 ham of 2/2 messages) pulls token 11 to
+     * (3 * 0.75 + 2 * 0) / (3 + 2) = 0.45, now insignificant; one clue of
+     * 0.9 left: S = 1 - 0.1, H = 1 - 0.9, prob = 0.9 exactly. */
+    c[0].ham = 2;
+    osp_bayes_score(&p, h, 3, c, &tot, true, &r);
+    assert_int_equal(r.n_clues, 1);
+    assert_true(fabs(r.prob - 0.9) < 1e-12);
+    osp_bayes_result_close(&r);
+    /* min_count 2 ignores the hapax (1/0): one clue of 0.9 left. */
+    c[0].ham = 0;
+    p.min_count = 2;
+    osp_bayes_score(&p, h, 3, c, &tot, false, &r);
+    assert_int_equal(r.n_clues, 1);
+    assert_true(fabs(r.prob - 0.9) < 1e-12);
+    osp_bayes_result_close(&r);
+    /* No tokens: 0.5 and no clues. */
+    osp_bayes_score(&p, h, 0, c, &tot, true, &r);
+    assert_true(r.prob == 0.5 && r.n_clues == 0 && r.clues == NULL);
+    osp_bayes_result_close(&r);
+}
+
+static int failing_lookup_cb(void *ctx, uint32_t account, const uint64_t *hashes, size_t n,
+                             osp_bayes_count_t *counts_r, osp_bayes_count_t *totals_r,
+                             const char **error_r)
+{
+    (void)ctx; (void)account; (void)hashes; (void)n; (void)counts_r; (void)totals_r;
+    *error_r = "database unavailable";
+    return -1;
+}
+
+/* The store interface gives the same verdict as the direct call, and a
+ * failing store is a temporary failure, not a verdict. */
+static void test_store_interface(void **state)
+{
+    osp_bayes_t *b = osp_bayes_create(NULL);
+    osp_bayes_store_t st, bad;
+    osp_bayes_tokens_t sp, hm, q;
+    osp_bayes_result_t r1, r2;
+    enum osp_bayes_train_result tr;
+    uint8_t key[OSP_BAYES_KEY_LEN];
+    const char *err = NULL;
+    uint32_t s, h;
+
+    (void)state;
+    osp_bayes_store_memory(b, &st);
+    tokens_of(&sp, "cheap pills online now");
+    tokens_of(&hm, "meeting notes attached now");
+    tokens_of(&q, "cheap pills meeting");
+    osp_bayes_message_key(&sp, key);
+    assert_int_equal(st.train(st.ctx, 3, key, true, false, sp.hash, sp.n, 1, &tr, &err), 0);
+    assert_int_equal(tr, OSP_BAYES_TRAINED);
+    assert_int_equal(st.train(st.ctx, 3, key, true, false, sp.hash, sp.n, 1, &tr, &err), 0);
+    assert_int_equal(tr, OSP_BAYES_UNCHANGED);
+    osp_bayes_message_key(&hm, key);
+    assert_int_equal(st.train(st.ctx, 4, key, false, false, hm.hash, hm.n, 1, &tr, &err), 0);
+    assert_int_equal(tr, OSP_BAYES_TRAINED);
+    osp_bayes_totals(b, 0, &s, &h);
+    assert_int_equal(s, 1);
+    assert_int_equal(h, 1);
+    assert_int_equal(osp_bayes_classify_store(&st, osp_bayes_params(b), 3, &q, &r1, &err), 0);
+    osp_bayes_classify(b, 3, &q, &r2);
+    assert_true(r1.prob == r2.prob);
+    assert_int_equal(r1.n_clues, r2.n_clues);
+    assert_true(r1.prob > 0.5);
+    osp_bayes_result_close(&r1);
+    osp_bayes_result_close(&r2);
+    /* Forget through the store. */
+    assert_int_equal(st.train(st.ctx, 4, key, false, true, hm.hash, hm.n, 1, &tr, &err), 0);
+    assert_int_equal(tr, OSP_BAYES_UNTRAINED);
+    osp_bayes_totals(b, 4, &s, &h);
+    assert_int_equal(s + h, 0);
+    bad = st;
+    bad.lookup = failing_lookup_cb;
+    assert_int_equal(osp_bayes_classify_store(&bad, osp_bayes_params(b), 3, &q, &r1, &err), -1);
+    assert_string_equal(err, "database unavailable");
+    assert_true(r1.prob == 0.5 && r1.n_clues == 0);
+    osp_bayes_result_close(&r1);
+    osp_bayes_tokens_close(&sp);
+    osp_bayes_tokens_close(&hm);
+    osp_bayes_tokens_close(&q);
+    osp_bayes_free(&b);
+}
+
+/* The message key depends on the token set only, not on word order. */
+static void test_message_key(void **state)
+{
+    osp_bayes_tokens_t a, b, c;
+    uint8_t ka[OSP_BAYES_KEY_LEN], kb[OSP_BAYES_KEY_LEN], kc[OSP_BAYES_KEY_LEN];
+
+    (void)state;
+    tokens_of(&a, "one two three three");
+    tokens_of(&b, "three two one");
+    tokens_of(&c, "three two one four");
+    osp_bayes_message_key(&a, ka);
+    osp_bayes_message_key(&b, kb);
+    osp_bayes_message_key(&c, kc);
+    assert_memory_equal(ka, kb, sizeof(ka));
+    assert_memory_not_equal(ka, kc, sizeof(ka));
+    assert_memory_not_equal(ka, ka + 8, 8);     /* four different 64-bit words */
+    osp_bayes_tokens_close(&a);
+    osp_bayes_tokens_close(&b);
+    osp_bayes_tokens_close(&c);
+}
+
+static void test_autolearn(void **state)
+{
+    osp_bayes_params_t p;
+
+    (void)state;
+    osp_bayes_params_default(&p);
+    assert_int_equal(osp_bayes_autolearn(&p, 15.0, 0.5), OSP_BAYES_LEARN_SPAM);
+    assert_int_equal(osp_bayes_autolearn(&p, 12.0, 0.0), OSP_BAYES_LEARN_SPAM);
+    assert_int_equal(osp_bayes_autolearn(&p, 15.0, 0.9995), OSP_BAYES_LEARN_NONE);
+    assert_int_equal(osp_bayes_autolearn(&p, 5.0, 0.5), OSP_BAYES_LEARN_NONE);
+    assert_int_equal(osp_bayes_autolearn(&p, -3.0, 0.7), OSP_BAYES_LEARN_HAM);
+    assert_int_equal(osp_bayes_autolearn(&p, -3.0, 0.0005), OSP_BAYES_LEARN_NONE);
+    assert_int_equal(osp_bayes_autolearn(&p, 0.0, 0.0), OSP_BAYES_LEARN_NONE);
+}
+
+/* Filled as a cache from store rows, the table classifies like a trained one. */
+static void test_put_cache(void **state)
+{
+    osp_bayes_t *trained = osp_bayes_create(NULL), *cache = osp_bayes_create(NULL);
+    osp_bayes_tokens_t sp, hm, q;
+    osp_bayes_result_t r1, r2;
+    uint32_t s, h;
+    size_t i;
+
+    (void)state;
+    tokens_of(&sp, "cheap pills online");
+    tokens_of(&hm, "project meeting online");
+    tokens_of(&q, "cheap meeting online");
+    osp_bayes_train(trained, 0, &sp, true, 1);
+    osp_bayes_train(trained, 0, &hm, false, 1);
+    for (i = 0; i < sp.n; i++) {
+        osp_bayes_counts(trained, 0, sp.hash[i], &s, &h);
+        osp_bayes_put(cache, 0, sp.hash[i], s, h, 1);
+    }
+    for (i = 0; i < hm.n; i++) {
+        osp_bayes_counts(trained, 0, hm.hash[i], &s, &h);
+        osp_bayes_put(cache, 0, hm.hash[i], s, h, 1);
+    }
+    osp_bayes_put_totals(cache, 0, 1, 1);
+    osp_bayes_classify(trained, 0, &q, &r1);
+    osp_bayes_classify(cache, 0, &q, &r2);
+    assert_true(r1.prob == r2.prob);
+    assert_int_equal(osp_bayes_size(cache), osp_bayes_size(trained));
+    osp_bayes_result_close(&r1);
+    osp_bayes_result_close(&r2);
+    /* 0/0 removes a row. */
+    osp_bayes_put(cache, 0, sp.hash[0], 0, 0, 1);
+    assert_int_equal(osp_bayes_size(cache), osp_bayes_size(trained) - 1);
+    osp_bayes_tokens_close(&sp);
+    osp_bayes_tokens_close(&hm);
+    osp_bayes_tokens_close(&q);
+    osp_bayes_free(&trained);
+    osp_bayes_free(&cache);
+}
+
+/* Save and load keep counts, totals, days and training state. */
+static void test_save_load(void **state)
+{
+    char path[] = "/tmp/test_bayes_XXXXXX";
+    int fd = mkstemp(path);
+    osp_bayes_t *b = osp_bayes_create(NULL), *c;
+    osp_bayes_tokens_t t, u;
+    const char *err = NULL;
+    uint32_t s, h;
+    FILE *f;
+
+    (void)state;
+    assert_true(fd >= 0);
+    close(fd);
+    tokens_of(&t, "saved words here");
+    tokens_of(&u, "other words there");
+    osp_bayes_train(b, 9, &t, true, 10);
+    osp_bayes_train(b, 9, &u, false, 20);
+    assert_int_equal(osp_bayes_save(b, path, &err), 0);
+    c = osp_bayes_load(path, NULL, &err);
+    assert_non_null(c);
+    assert_int_equal(osp_bayes_size(c), osp_bayes_size(b));
+    osp_bayes_counts(c, 9, t.hash[0], &s, &h);
+    assert_int_equal(s, 1);
+    osp_bayes_totals(c, 0, &s, &h);
+    assert_int_equal(s, 1);
+    assert_int_equal(h, 1);
+    assert_int_equal(osp_bayes_train(c, 9, &t, true, 30), OSP_BAYES_UNCHANGED);
+    assert_int_equal(osp_bayes_train(c, 9, &u, true, 30), OSP_BAYES_RETRAINED);
+    /* Days survived the file: "saved" and "here" (count 1, day 10) expire
+     * before day 15 for account 9 and account 0; "words" (count 2) and the
+     * tokens retrained on day 30 stay. */
+    assert_int_equal(osp_bayes_expire(c, 15, 1), 4);
+    osp_bayes_free(&c);
+    /* A truncated file and a missing file are errors, not empty tables. */
+    f = fopen(path, "r+b");
+    assert_non_null(f);
+    assert_int_equal(ftruncate(fileno(f), 20), 0);
+    fclose(f);
+    assert_null(osp_bayes_load(path, NULL, &err));
+    assert_int_equal(errno, EINVAL);
+    /* A row count larger than the file is refused before allocating. */
+    f = fopen(path, "wb");
+    assert_non_null(f);
+    {
+        uint64_t huge = UINT64_C(1) << 40;
+        assert_int_equal(fwrite("OSPBAY01", 8, 1, f), 1);
+        assert_int_equal(fwrite(&huge, sizeof(huge), 1, f), 1);
+    }
+    fclose(f);
+    assert_null(osp_bayes_load(path, NULL, &err));
+    assert_int_equal(errno, EINVAL);
+    unlink(path);
+    assert_null(osp_bayes_load(path, NULL, &err));
+    assert_int_equal(errno, ENOENT);
+    osp_bayes_tokens_close(&t);
+    osp_bayes_tokens_close(&u);
+    osp_bayes_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -345,6 +635,12 @@ int main(void)
         cmocka_unit_test(test_shared_prior),
         cmocka_unit_test(test_train_once),
         cmocka_unit_test(test_expire_and_growth),
+        cmocka_unit_test(test_score_pure),
+        cmocka_unit_test(test_store_interface),
+        cmocka_unit_test(test_message_key),
+        cmocka_unit_test(test_autolearn),
+        cmocka_unit_test(test_put_cache),
+        cmocka_unit_test(test_save_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

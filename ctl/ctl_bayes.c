@@ -1,0 +1,310 @@
+/*
+ * ospreyctl bayes train | explain | expire | stats: Bayes training and
+ * explanations on a local token file (osp_bayes_save/osp_bayes_load) until
+ * the database store serves the same calls through osp_bayes_store_t.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ctl.h"
+#include "osp_bayes.h"
+#include "osp_buf.h"
+#include "osp_mem.h"
+#include "osp_mime.h"
+
+#define DEFAULT_TOKEN_FILE LOCALSTATEDIR "/lib/osprey/bayes.tokens"
+#define MAX_MESSAGE (64u * 1024 * 1024)
+
+typedef struct bayes_opts {
+    const char *file;
+    unsigned long account;
+    unsigned long top;
+    unsigned long days;
+    unsigned long max_count;
+    int class;          /* 's' spam, 'h' ham, 'f' forget */
+    int first_arg;      /* index of the first non-option argument */
+} bayes_opts_t;
+
+static int parse_ulong(const char *s, unsigned long max, unsigned long *r)
+{
+    char *end;
+
+    errno = 0;
+    *r = strtoul(s, &end, 10);
+    return (errno || end == s || *end || *s == '-' || *r > max) ? -1 : 0;
+}
+
+static int parse_opts(int argc, char **argv, bayes_opts_t *o)
+{
+    int i;
+
+    o->file = getenv("OSPREY_BAYES_FILE") ? getenv("OSPREY_BAYES_FILE") : DEFAULT_TOKEN_FILE;
+    o->account = 0;
+    o->top = 20;
+    o->days = 180;
+    o->max_count = 1;
+    o->class = 0;
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--spam") == 0) {
+            o->class = 's';
+        } else if (strcmp(a, "--ham") == 0) {
+            o->class = 'h';
+        } else if (strcmp(a, "--forget") == 0) {
+            o->class = 'f';
+        } else if (i + 1 < argc && strcmp(a, "--file") == 0) {
+            o->file = argv[++i];
+        } else if (i + 1 < argc && strcmp(a, "--account") == 0) {
+            if (parse_ulong(argv[++i], UINT32_MAX - 2, &o->account) < 0)
+                return -1;
+        } else if (i + 1 < argc && strcmp(a, "--top") == 0) {
+            if (parse_ulong(argv[++i], 100000, &o->top) < 0)
+                return -1;
+        } else if (i + 1 < argc && strcmp(a, "--days") == 0) {
+            if (parse_ulong(argv[++i], 100000, &o->days) < 0)
+                return -1;
+        } else if (i + 1 < argc && strcmp(a, "--max-count") == 0) {
+            if (parse_ulong(argv[++i], UINT32_MAX, &o->max_count) < 0)
+                return -1;
+        } else if (strcmp(a, "--") == 0) {
+            i++;
+            break;
+        } else if (a[0] == '-' && a[1] != '\0') {
+            return -1;
+        } else {
+            break;
+        }
+    }
+    o->first_arg = i;
+    return 0;
+}
+
+static uint32_t today(void)
+{
+    return (uint32_t)(time(NULL) / 86400);
+}
+
+/* The token file, or an empty table when there is none yet (create). */
+static osp_bayes_t *open_tokens(const char *path, int create)
+{
+    const char *err = NULL;
+    osp_bayes_t *b = osp_bayes_load(path, NULL, &err);
+
+    if (b == NULL && errno == ENOENT && create)
+        return osp_bayes_create(NULL);
+    if (b == NULL)
+        fprintf(stderr, "ospreyctl: %s: %s\n", path, err);
+    return b;
+}
+
+/* Parse a message file (or "-" for standard input) and tokenize it. */
+static int tokenize_file(const char *path, osp_bayes_tokens_t *t)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    osp_buf_t buf;
+    char chunk[65536];
+    size_t n;
+    int rc = 0;
+
+    if (f == NULL) {
+        fprintf(stderr, "ospreyctl: cannot read %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    osp_buf_init(&buf, MAX_MESSAGE);
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        if (osp_buf_append(&buf, chunk, n) < 0) {
+            fprintf(stderr, "ospreyctl: %s: larger than %u bytes\n", path, MAX_MESSAGE);
+            rc = -1;
+            break;
+        }
+    }
+    if (rc == 0 && ferror(f)) {
+        fprintf(stderr, "ospreyctl: cannot read %s: %s\n", path, strerror(errno));
+        rc = -1;
+    }
+    if (f != stdin)
+        fclose(f);
+    if (rc == 0) {
+        osp_mime_message_t *m = osp_mime_parse(buf.data ? buf.data : "", buf.len, NULL);
+        osp_bayes_tokenize(m, 0, t);
+        osp_mime_message_free(&m);
+    }
+    osp_buf_close(&buf);
+    return rc;
+}
+
+static const char *train_result_name(enum osp_bayes_train_result r)
+{
+    switch (r) {
+    case OSP_BAYES_TRAINED: return "trained";
+    case OSP_BAYES_UNCHANGED: return "unchanged";
+    case OSP_BAYES_RETRAINED: return "retrained";
+    case OSP_BAYES_UNTRAINED: return "forgotten";
+    case OSP_BAYES_NOT_TRAINED: return "not-trained";
+    default: abort();
+    }
+}
+
+static int bayes_train(int argc, char **argv)
+{
+    bayes_opts_t o;
+    osp_bayes_t *b;
+    osp_bayes_store_t store;
+    osp_bayes_tokens_t t;
+    const char *err = NULL;
+    int i, status = 0;
+
+    if (parse_opts(argc, argv, &o) < 0 || o.class == 0 || o.first_arg >= argc) {
+        fprintf(stderr, "usage: ospreyctl bayes train --spam|--ham|--forget [--account N] "
+                "[--file TOKENS] MESSAGE...\n");
+        return 2;
+    }
+    if ((b = open_tokens(o.file, 1)) == NULL)
+        return 1;
+    osp_bayes_store_memory(b, &store);
+    osp_bayes_tokens_init(&t, false);
+    for (i = o.first_arg; i < argc; i++) {
+        uint8_t key[OSP_BAYES_KEY_LEN];
+        enum osp_bayes_train_result r;
+
+        if (tokenize_file(argv[i], &t) < 0) {
+            status = 1;
+            continue;
+        }
+        osp_bayes_message_key(&t, key);
+        if (store.train(store.ctx, (uint32_t)o.account, key, o.class == 's', o.class == 'f',
+                        t.hash, t.n, today(), &r, &err) < 0) {
+            fprintf(stderr, "ospreyctl: %s: %s\n", argv[i], err);
+            status = 1;
+            continue;
+        }
+        printf("%s: %s (%zu tokens)\n", argv[i], train_result_name(r), t.n);
+    }
+    osp_bayes_tokens_close(&t);
+    if (osp_bayes_save(b, o.file, &err) < 0) {
+        fprintf(stderr, "ospreyctl: %s: %s: %s\n", o.file, err, strerror(errno));
+        status = 1;
+    }
+    osp_bayes_free(&b);
+    return status;
+}
+
+static int bayes_explain(int argc, char **argv)
+{
+    bayes_opts_t o;
+    osp_bayes_t *b;
+    osp_bayes_store_t store;
+    osp_bayes_tokens_t t;
+    osp_bayes_result_t r;
+    const char *err = NULL;
+    size_t i;
+    int status = 0;
+
+    if (parse_opts(argc, argv, &o) < 0 || o.first_arg != argc - 1) {
+        fprintf(stderr, "usage: ospreyctl bayes explain [--account N] [--top N] "
+                "[--file TOKENS] MESSAGE\n");
+        return 2;
+    }
+    if ((b = open_tokens(o.file, 0)) == NULL)
+        return 1;
+    osp_bayes_store_memory(b, &store);
+    osp_bayes_tokens_init(&t, true);
+    if (tokenize_file(argv[o.first_arg], &t) < 0) {
+        status = 1;
+    } else if (osp_bayes_classify_store(&store, osp_bayes_params(b), (uint32_t)o.account, &t,
+                                        &r, &err) < 0) {
+        fprintf(stderr, "ospreyctl: %s\n", err);
+        status = 1;
+    } else {
+        uint32_t gs, gh, us = 0, uh = 0;
+        osp_bayes_totals(b, 0, &gs, &gh);
+        if (o.account)
+            osp_bayes_totals(b, (uint32_t)o.account, &us, &uh);
+        printf("probability %.6f from %zu of %zu tokens; trained messages: all %u spam "
+               "%u ham", r.prob, r.n_clues, t.n, gs, gh);
+        if (o.account)
+            printf(", account %lu %u spam %u ham", o.account, us, uh);
+        printf("\n%-8s %9s %9s  %s\n", "f(w)", "spam/ham", "all", "token");
+        for (i = 0; i < r.n_clues && i < o.top; i++) {
+            const osp_bayes_clue_t *c = &r.clues[i];
+            const char *text = osp_bayes_tokens_text(&t, c->hash);
+            char mine[24], all[24];
+            osp_snprintf(mine, sizeof(mine), "%u/%u", c->spam, c->ham);
+            osp_snprintf(all, sizeof(all), "%u/%u", c->gspam, c->gham);
+            printf("%.6f %9s %9s  ", c->prob, o.account ? mine : "-", all);
+            /* Token text comes from the message: print it made printable. */
+            for (; text && *text; text++)
+                putchar((unsigned char)*text < 0x20 || *text == 0x7f ? '?' : *text);
+            putchar('\n');
+        }
+        osp_bayes_result_close(&r);
+    }
+    osp_bayes_tokens_close(&t);
+    osp_bayes_free(&b);
+    return status;
+}
+
+static int bayes_expire(int argc, char **argv)
+{
+    bayes_opts_t o;
+    osp_bayes_t *b;
+    const char *err = NULL;
+    uint32_t now = today();
+    size_t n;
+
+    if (parse_opts(argc, argv, &o) < 0 || o.first_arg != argc) {
+        fprintf(stderr, "usage: ospreyctl bayes expire [--days N] [--max-count N] "
+                "[--file TOKENS]\n");
+        return 2;
+    }
+    if ((b = open_tokens(o.file, 0)) == NULL)
+        return 1;
+    n = osp_bayes_expire(b, o.days < now ? now - (uint32_t)o.days : 0, (uint32_t)o.max_count);
+    printf("expired %zu tokens, %zu left\n", n, osp_bayes_size(b));
+    if (osp_bayes_save(b, o.file, &err) < 0) {
+        fprintf(stderr, "ospreyctl: %s: %s: %s\n", o.file, err, strerror(errno));
+        osp_bayes_free(&b);
+        return 1;
+    }
+    osp_bayes_free(&b);
+    return 0;
+}
+
+static int bayes_stats(int argc, char **argv)
+{
+    bayes_opts_t o;
+    osp_bayes_t *b;
+    uint32_t s, h;
+
+    if (parse_opts(argc, argv, &o) < 0 || o.first_arg != argc) {
+        fprintf(stderr, "usage: ospreyctl bayes stats [--account N] [--file TOKENS]\n");
+        return 2;
+    }
+    if ((b = open_tokens(o.file, 0)) == NULL)
+        return 1;
+    osp_bayes_totals(b, (uint32_t)o.account, &s, &h);
+    printf("file %s: %zu token rows; account %lu: %u spam, %u ham messages\n", o.file,
+           osp_bayes_size(b), o.account, s, h);
+    osp_bayes_free(&b);
+    return 0;
+}
+
+int ctl_bayes(const osp_config_t *cfg, int argc, char **argv)
+{
+    (void)cfg;
+    if (argc >= 1 && strcmp(argv[0], "train") == 0)
+        return bayes_train(argc, argv);
+    if (argc >= 1 && strcmp(argv[0], "explain") == 0)
+        return bayes_explain(argc, argv);
+    if (argc >= 1 && strcmp(argv[0], "expire") == 0)
+        return bayes_expire(argc, argv);
+    if (argc >= 1 && strcmp(argv[0], "stats") == 0)
+        return bayes_stats(argc, argv);
+    fprintf(stderr, "usage: ospreyctl bayes train|explain|expire|stats ...\n");
+    return 2;
+}
