@@ -14,7 +14,7 @@
 # directory, and a trap stops whatever the harness started -- by PID, never
 # by name -- and removes the base directory on any exit: normal end, failure,
 # osp_die, SIGINT, SIGTERM, SIGHUP, or the watchdog firing. The recipe the
-# Postfix parts follow is /work/shared/POSTFIX-TEST-INSTANCE.md.
+# Postfix parts follow is the private-instance recipe in the project notes
 #
 # Rules for test scripts
 #   - Call the start functions, tap_* and ok in the main shell, never inside
