@@ -13,8 +13,8 @@
 # Everything runs on loopback with private directories under one base
 # directory, and a trap stops whatever the harness started -- by PID, never
 # by name -- and removes the base directory on any exit: normal end, failure,
-# osp_die, SIGINT, SIGTERM, SIGHUP, or the watchdog firing. The recipe the
-# Postfix parts follow is the private-instance recipe in the project notes
+# osp_die, SIGINT, SIGTERM, SIGHUP, or the watchdog firing. Postfix runs as
+# "postfix -c DIR" with its own queue, loopback listeners only, relaying to smtp-sink.
 #
 # Rules for test scripts
 #   - Call the start functions, tap_* and ok in the main shell, never inside
