@@ -11,7 +11,7 @@
  *
  *   m = filter_metrics_create(loop, "127.0.0.1:10027", srv, st, lw, fa, err, sizeof(err));
  *   ...
- *   filter_metrics_close(m);     handles close; freed in the last close callback
+ *   filter_metrics_close(m);     freed now; the endpoint's handles close later
  */
 #ifndef FILTER_METRICS_H
 #define FILTER_METRICS_H

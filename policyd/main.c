@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "osp_httpd.h"
 #include "osp_log.h"
 #include "osp_prog.h"
 #include "policyd.h"
@@ -31,7 +32,7 @@ typedef struct policyd_main {
     policyd_server_t *srv;
     policyd_checks_t *checks;
     policyd_metrics_t metrics;
-    policyd_http_t *http;
+    osp_httpd_t *http;
 } policyd_main_t;
 
 static void policyd_main__signal_cb(uv_signal_t *sig, int signum)
@@ -43,7 +44,7 @@ static void policyd_main__signal_cb(uv_signal_t *sig, int signum)
     uv_close((uv_handle_t *)&m->sigterm, NULL);
     uv_close((uv_handle_t *)&m->sigint, NULL);
     uv_close((uv_handle_t *)&m->expire_timer, NULL);
-    policyd_http_close(m->http);
+    osp_httpd_close(m->http);
     m->http = NULL;
 }
 
@@ -52,6 +53,15 @@ static void policyd_main__expire_cb(uv_timer_t *t)
     policyd_main_t *m = t->data;
 
     policyd_checks_expire(m->checks, uv_hrtime() / 1000000);
+    osp_gauge_set(m->metrics.ratelimit_keys, (double)policyd_checks_ratelimit_keys(m->checks));
+}
+
+/* Before each /metrics render: gauges that are read, not counted. */
+static void policyd_main__collect(osp_metrics_t *reg, void *ctx)
+{
+    policyd_main_t *m = ctx;
+
+    (void)reg;
     osp_gauge_set(m->metrics.ratelimit_keys, (double)policyd_checks_ratelimit_keys(m->checks));
 }
 
@@ -125,12 +135,13 @@ int main(int argc, char **argv)
         osp_fatal("cannot start listeners");
     }
     if (conf.metrics_listen[0]) {
-        m.http = policyd_http_create(&m.loop, conf.metrics_listen, &m.metrics, m.checks,
-                                     &errors);
-        if (m.http == NULL) {
-            policyd_main__report("error", &errors);
-            osp_fatal("cannot start the metrics endpoint");
-        }
+        char err[512];
+
+        osp_metrics_set_collect(m.metrics.reg, policyd_main__collect, &m);
+        m.http = osp_httpd_create(&m.loop, conf.metrics_listen, "policyd_metrics_listen",
+                                  m.metrics.reg, err, sizeof(err));
+        if (m.http == NULL)
+            osp_fatal("cannot start the metrics endpoint: %s", err);
     }
     policyd_main__drop_privileges(osp_config_str(prog.cfg, "osprey_user"));
 
