@@ -12,7 +12,12 @@ for trs in $(find "$@" -name '*.trs' -not -path '*/_build/*' | sort); do
     pass=$((pass + p + x))
     fail=$((fail + f))
     skip=$((skip + s))
-    [ "$f" -gt 0 ] && echo "failed: ${trs%.trs}.log"
+    if [ "$f" -gt 0 ]; then
+        echo "failed: ${trs%.trs}.log"
+        # The failed checks and their diagnostics, so a CI log alone says why.
+        grep -E -A40 '^(not ok|FAIL|ERROR|Bail out)' "${trs%.trs}.log" | grep -v '^ok ' | head -n 120 |
+            sed 's/^/    /'
+    fi
 done
 echo "tests: $pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]

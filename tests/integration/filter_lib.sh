@@ -183,5 +183,25 @@ _filter_all_accounted() {
 wait_accounted() {
     osp_wait_until "${3:-30}" _filter_all_accounted "$1" "$2" && return 0
     tap_diag "wait_accounted: $(missing_count "$1" "$2") of $2 $1 messages missing"
+    _filter_explain_missing "$1" "$2"
     return 1
+}
+
+# What became of each missing message: Postfix's log lines for it, the queue,
+# and the end of osprey-filter's log.
+_filter_explain_missing() {
+    local tag=$1 n=$2 i qids
+    for ((i = 0; i < n; i++)); do
+        { _filter_seq_lines "$tag"
+            grep -h "^X-Test-Seq: $tag-$i"$'\r'"\$" "$FILTER_DIR"/quarantine/*.eml 2>/dev/null |
+                tr -d '\r'; } | grep -q "^X-Test-Seq: $tag-$i\$" && continue
+        tap_diag "missing $tag-$i:"
+        qids=$(maillog_grep "message-id=<$tag-$i@client.test>" |
+            sed -n 's/.*: \([0-9A-F]*\): message-id=.*/\1/p' | sort -u)
+        for q in $qids; do
+            maillog_grep ": $q: " | tail -n 8 | tap_diag
+        done
+    done
+    postqueue -c "$OSP_POSTFIX_DIR" -p 2>&1 | head -n 30 | tap_diag
+    [ -n "${FILTER_LOG:-}" ] && tail -n 15 "$FILTER_LOG" | tap_diag
 }

@@ -14,7 +14,7 @@
 . "$top_srcdir/tests/integration/filter_lib.sh"
 
 osp_require root postfix python3 mount
-osp_timeout "${OSP_TEST_TIMEOUT:-150}"
+osp_timeout "${OSP_TEST_TIMEOUT:-300}"
 tap_plan 25
 
 [ -x "$FILTER_BIN" ] || osp_die "no $FILTER_BIN (build first)"
@@ -47,7 +47,7 @@ kill_case() {
         filter_kill9
         restart_filter || osp_die "filter did not restart"
         postfix_flush
-        ok "SIGKILL at stage $stage: all 10 delivered or quarantined" wait_accounted "$tag" 10 40
+        ok "SIGKILL at stage $stage: all 10 delivered or quarantined" wait_accounted "$tag" 10 90
     else
         tap_not_ok "SIGKILL at stage $stage: the pause was never reached" "$(tail -n 5 "$FILTER_LOG")"
     fi
