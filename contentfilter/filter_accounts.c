@@ -300,6 +300,40 @@ static void fa_put(filter_accounts_t *fa, const char *lower, const filter_rcpt_s
     e->expires_ms = uv_now(fa->loop) + fa->ttl_ms;
 }
 
+/* Expire every entry; the values stay as the fallback for temporary failures. */
+static void fa_expire_all(filter_accounts_t *fa)
+{
+    size_t i;
+    fa_entry_t *e;
+
+    for (i = 0; i < FA_BUCKETS; i++)
+        for (e = fa->buckets[i]; e; e = e->next)
+            e->expires_ms = 0;
+}
+
+/* NOTIFY osprey_config: the payload names the changed table (NULL: reconnected). */
+static void fa_notify_cb(void *ctx, const char *channel, const char *payload)
+{
+    static const char *const tables[] = { "accounts", "domains", "addresses", "settings" };
+    filter_accounts_t *fa = ctx;
+    size_t i;
+
+    (void)channel;
+    if (fa->st == NULL)
+        return;
+    if (payload != NULL) {
+        for (i = 0; i < sizeof(tables) / sizeof(tables[0]); i++)
+            if (strcmp(payload, tables[i]) == 0)
+                break;
+        if (i == sizeof(tables) / sizeof(tables[0]))
+            return;
+    }
+    fa_expire_all(fa);
+    fa->stats.invalidations++;
+    osp_debug(1, "account cache: %s: %zu entries expired",
+              payload ? payload : "listener reconnected", fa->nentries);
+}
+
 filter_accounts_t *filter_accounts_create(uv_loop_t *loop, struct osp_store *st,
                                           const filter_rcpt_settings_t *defaults,
                                           uint64_t ttl_ms, size_t max_entries,
@@ -315,6 +349,8 @@ filter_accounts_t *filter_accounts_create(uv_loop_t *loop, struct osp_store *st,
     fa->ttl_ms = ttl_ms;
     fa->max_entries = max_entries;
     fa->timeout_ms = timeout_ms;
+    if (st != NULL && osp_store_listen(st, "osprey_config", fa_notify_cb, fa) < 0)
+        osp_panic("filter_accounts_create: cannot listen on osprey_config");
     return fa;
 }
 

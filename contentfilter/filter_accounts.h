@@ -14,7 +14,11 @@
  * (filter_tag_score, filter_quarantine_score, filter_tag_subject_prefix,
  * quarantine).
  *
- * Results (found and not found alike) are cached for ttl_ms.  Resolution
+ * Results (found and not found alike) are cached for ttl_ms, and expire at
+ * once when the database announces a change of accounts, domains,
+ * addresses or settings (NOTIFY osprey_config), or when the listening
+ * connection reconnects (changes may have been missed).  Expired entries
+ * stay as the stale fallback below.  Resolution
  * never blocks mail: on a temporary failure (database away, breaker
  * open, timeout) the last cached value is used even if expired, else the
  * global defaults; the message is then scanned and routed as usual.
@@ -81,6 +85,7 @@ int filter_accounts_resolve(filter_accounts_t *fa, const char *const *addrs, siz
 
 typedef struct filter_accounts_stats {
     uint64_t hits, misses, stale, defaults, tempfail;
+    uint64_t invalidations;         /* change notifications acted on */
     size_t entries;
 } filter_accounts_stats_t;
 void filter_accounts_stats(const filter_accounts_t *fa, filter_accounts_stats_t *stats_r);

@@ -21,6 +21,7 @@ typedef struct fm_counter {
 enum {
     FM_MESSAGES, FM_DELIVERED, FM_QUARANTINED, FM_DISCARDED, FM_REJECTED, FM_TEMPFAIL,
     FM_LOG_DROPPED, FM_ACC_HITS, FM_ACC_MISSES, FM_ACC_STALE, FM_ACC_TEMPFAIL,
+    FM_ACC_INVALIDATIONS,
     FM_LOG_APPENDED, FM_LOG_COMMITTED, FM_LOG_JOURNALED, FM_LOG_LOST,
     FM_STORE_REQUESTS, FM_STORE_TEMPFAIL,
     FM__COUNT
@@ -66,6 +67,7 @@ static void fm_collect(osp_metrics_t *reg, void *ctx)
         fm_feed(&m->counters[FM_ACC_MISSES], a.misses);
         fm_feed(&m->counters[FM_ACC_STALE], a.stale);
         fm_feed(&m->counters[FM_ACC_TEMPFAIL], a.tempfail);
+        fm_feed(&m->counters[FM_ACC_INVALIDATIONS], a.invalidations);
         osp_gauge_set(m->acc_entries, (double)a.entries);
     }
     if (m->lw) {
@@ -112,6 +114,8 @@ static void fm_register(filter_metrics_t *m)
           "Expired cached settings used after a temporary failure." },
         { FM_ACC_TEMPFAIL, "osprey_filter_account_tempfail_total",
           "Recipient lookups that failed temporarily." },
+        { FM_ACC_INVALIDATIONS, "osprey_filter_account_cache_invalidations_total",
+          "Account changes announced by the database (NOTIFY) that expired the cache." },
         { FM_LOG_APPENDED, "osprey_filter_message_log_rows_total", "Message log rows accepted." },
         { FM_LOG_COMMITTED, "osprey_filter_message_log_committed_total",
           "Message log rows written with COPY." },

@@ -14,7 +14,7 @@
 
 osp_require root postfix swaks python3
 osp_timeout "${OSP_TEST_TIMEOUT:-90}"
-tap_plan 23
+tap_plan 25
 
 [ -x "$FILTER_BIN" ] || osp_die "no $FILTER_BIN (build first)"
 sink_start || osp_die "smtp-sink did not start"
@@ -131,10 +131,37 @@ if [ -n "$(_osp_pg_find_bindir)" ] && id postgres >/dev/null 2>&1; then
     }
     ok "metrics endpoint: Prometheus text with the quarantine counter" \
         eval 'metrics_get | grep -q "^osprey_filter_recipients_quarantined_total [1-9]"'
+    # A settings change reaches the cached settings through NOTIFY, long
+    # before the cache entry would expire.
+    filter_stop
+    filter_start filter3 -o filter_account_cache_ttl=1h ||
+        osp_die "osprey-filter did not restart"
+    osp_swaks --from x@example.org --to user@example.net \
+        --header 'Subject: TAGME cached' --header 'X-Test-Seq: cached-0' \
+        >"$OSP_TMP/swaks.cached" 2>&1
+    _cached_quar() {
+        [ "$(pg_psql -c "SELECT count(*) FROM quarantine WHERE subject = 'TAGME cached'")" = 1 ]
+    }
+    ok "account cache: the settings are cached (score 3 quarantines)" \
+        osp_wait_until 20 _cached_quar
+    pg_psql -c "UPDATE settings SET value = '100'
+                 WHERE account_id = $acct AND key = 'spam_quarantine_score'" >/dev/null
+    _invalidated() { metrics_get | grep -q "^osprey_filter_account_cache_invalidations_total [1-9]"; }
+    osp_wait_until 10 _invalidated || tap_diag "no invalidation counted"
+    osp_swaks --from x@example.org --to user@example.net \
+        --header 'Subject: TAGME changed' --header 'X-Test-Seq: changed-0' \
+        >"$OSP_TMP/swaks.changed" 2>&1
+    _changed_tagged() {
+        local f
+        f=$(sink_find "X-Test-Seq: changed-0") || return 1
+        grep -q "^Subject: \[NET\] TAGME changed" $f
+    }
+    ok "account cache: a settings change (NOTIFY) applies at once despite a 1h TTL" \
+        osp_wait_until 20 _changed_tagged
     ok "Postfix queue drains (database)" wait_queue_empty 30
 else
     for d in "database quarantine" "per-recipient quarantine" "per-recipient tag" \
-        "message log" "metrics" "queue drains"; do
+        "message log" "metrics" "account cache" "account cache change" "queue drains"; do
         tap_skip "$d" "no PostgreSQL server installed"
     done
 fi
