@@ -14,7 +14,7 @@
 
 osp_require root postfix swaks python3
 osp_timeout "${OSP_TEST_TIMEOUT:-90}"
-tap_plan 25
+tap_plan 27
 
 [ -x "$FILTER_BIN" ] || osp_die "no $FILTER_BIN (build first)"
 sink_start || osp_die "smtp-sink did not start"
@@ -75,6 +75,23 @@ ok "50 messages accepted by smtpd (LMTP variant)" send_batch lmtp 50 deliver
 ok "all 50 reach the sink through osprey-lmtp" sink_wait_count $((n0 + 50)) 40
 tap_is "$(seq_counts lmtp)" "50 distinct, 50 total" "each LMTP message arrived exactly once"
 ok "the LMTP transport was used" maillog_wait 'postfix/osprey-lmtp/lmtp\[[0-9]+\]: .*status=sent' 5
+
+# ---- LMTP over a unix socket (filter_listen = unix:PATH)
+sockdir=$FILTER_DIR/run
+mkdir -p "$sockdir" && chmod 755 "$sockdir"
+sock=$sockdir/osprey-filter.sock
+filter_stop
+filter_start filter-unix -o "filter_listen=inet:127.0.0.1:$FILTER_PORT unix:$sock" ||
+    osp_die "osprey-filter did not start with a unix listener"
+postconf -c "$OSP_POSTFIX_DIR" -e "content_filter = osprey-lmtp:unix:$sock"
+postfix_reload
+n0=$(sink_count)
+send_batch unix 10 deliver >/dev/null 2>&1 || tap_diag "send_batch unix failed"
+ok "unix socket: all 10 reach the sink through the socket" sink_wait_count $((n0 + 10)) 40
+ok "unix socket: Postfix's lmtp client delivered to the socket" \
+    maillog_wait "postfix/osprey-lmtp/lmtp\[[0-9]+\]: .*relay=[^ ]*osprey-filter.sock.*status=sent" 5
+postconf -c "$OSP_POSTFIX_DIR" -e "content_filter = osprey-lmtp:inet:[127.0.0.1]:$FILTER_PORT"
+postfix_reload
 ok "Postfix queue drains (LMTP)" wait_queue_empty 30
 
 # ---- PostgreSQL: database quarantine, per-recipient settings, message log
