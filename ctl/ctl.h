@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#include <libpq-fe.h>
+
 #include "osp_config.h"
 
 /* ctl_params.c */
@@ -52,5 +54,53 @@ int ctl_spf(const osp_config_t *cfg, int argc, char **argv);
  * LOCALSTATEDIR/lib/osprey/bayes.tokens).  Exit status as for ctl_db.
  */
 int ctl_bayes(const osp_config_t *cfg, int argc, char **argv);
+
+/*
+ * ctl_pg.c: the database session of the admin commands.  Blocking libpq.
+ * ctl_pg_take_as() removes "--as ROLE" from argv (anywhere); ctl_pg_open()
+ * connects with database_connection and, given a role, SETs ROLE to it and
+ * checks that it is a mapped admin (row-level security then limits every
+ * statement to its subtree).  Functions returning int answer 0 or -1 with
+ * the error already printed; ctl_pg_exec() returns the result (the caller
+ * PQclear()s it) or NULL.
+ */
+typedef struct ctl_pg {
+    PGconn *conn;
+    const char *as_role;   /* borrowed; NULL: the connecting role */
+} ctl_pg_t;
+int ctl_pg_take_as(int *argc, char **argv, const char **role_r);
+int ctl_pg_open(ctl_pg_t *pg, const osp_config_t *cfg, const char *as_role);
+void ctl_pg_close(ctl_pg_t *pg);
+void ctl_pg_report(const char *what, const PGresult *res, const PGconn *conn);
+PGresult *ctl_pg_exec(ctl_pg_t *pg, const char *what, const char *sql, int n,
+                      const char *const *params);
+int ctl_pg_cmd(ctl_pg_t *pg, const char *what, const char *sql, int n,
+               const char *const *params);
+/* An account given by id or by (unique, visible) name -> its id as text. */
+int ctl_pg_account(ctl_pg_t *pg, const char *spec, char id_r[32]);
+int ctl_pg_audit(ctl_pg_t *pg, const char *account_id, const char *action,
+                 const char *object_type, const char *object_id, const char *details_json);
+void ctl_pg_print_table(const PGresult *res);
+int ctl_pg_parse_limit(const char *s, long *n_r);
+/* As ctl_pg_account; spec NULL: the --as admin's own account, else the
+ * root (0: global). */
+int ctl_pg_default_account(ctl_pg_t *pg, const char *spec, char id_r[32]);
+/* "--since": a timestamp, or an age N{s,m,h,d,w} -> timestamptz text. */
+int ctl_pg_since(ctl_pg_t *pg, const char *spec, char out[64]);
+
+/*
+ * Admin commands on the database; argv[0] is the subcommand; "--as ROLE"
+ * anywhere.  Exit status as for ctl_db.
+ *   ctl_quarantine.c  quarantine list|show|release|delete
+ *   ctl_lists.c       list add|del|show
+ *   ctl_accounts.c    account add|list|show|del, domain/address add|del,
+ *                     rule add|list|del (ctl_rule_db, from ctl_rule)
+ *   ctl_log.c         log search
+ */
+int ctl_quarantine(const osp_config_t *cfg, int argc, char **argv);
+int ctl_list(const osp_config_t *cfg, int argc, char **argv);
+int ctl_account(const osp_config_t *cfg, int argc, char **argv);
+int ctl_rule_db(const osp_config_t *cfg, int argc, char **argv);
+int ctl_log(const osp_config_t *cfg, int argc, char **argv);
 
 #endif

@@ -31,12 +31,30 @@ int main(int argc, char **argv)
                "  bayes explain [--account N] [--top N] MESSAGE  show the deciding tokens\n"
                "  bayes expire [--days N] [--max-count N]  drop rare, stale tokens\n"
                "  bayes stats [--account N]  token and message counts\n"
+               "  quarantine list|show|release|delete ...  quarantined mail (database)\n"
+               "  list add|del|show ...      allow/block lists (database)\n"
+               "  account add|list|show|del ...  accounts, domains, addresses (database)\n"
+               "  rule add|list|del ...      custom rules of an account (database)\n"
+               "  log search QUERY [--since T] [--limit N]  search the message log\n"
+               "  (database commands take --as ROLE to act as that admin)\n"
                "  version                    print the version\n"
                "  help                       this list\n");
     } else if (strcmp(prog.argv[0], "db") == 0) {
         status = ctl_db(prog.cfg, prog.argc - 1, prog.argv + 1);
+    } else if (strcmp(prog.argv[0], "rule") == 0 && prog.argc > 1 &&
+               (strcmp(prog.argv[1], "add") == 0 || strcmp(prog.argv[1], "list") == 0 ||
+                strcmp(prog.argv[1], "del") == 0)) {
+        status = ctl_rule_db(prog.cfg, prog.argc - 1, prog.argv + 1);
     } else if (strcmp(prog.argv[0], "rule") == 0) {
         status = ctl_rule(prog.cfg, prog.argc - 1, prog.argv + 1);
+    } else if (strcmp(prog.argv[0], "quarantine") == 0) {
+        status = ctl_quarantine(prog.cfg, prog.argc - 1, prog.argv + 1);
+    } else if (strcmp(prog.argv[0], "list") == 0) {
+        status = ctl_list(prog.cfg, prog.argc - 1, prog.argv + 1);
+    } else if (strcmp(prog.argv[0], "account") == 0) {
+        status = ctl_account(prog.cfg, prog.argc - 1, prog.argv + 1);
+    } else if (strcmp(prog.argv[0], "log") == 0) {
+        status = ctl_log(prog.cfg, prog.argc - 1, prog.argv + 1);
     } else if (strcmp(prog.argv[0], "regex") == 0) {
         status = ctl_regex(prog.cfg, prog.argc - 1, prog.argv + 1);
     } else if (strcmp(prog.argv[0], "spf") == 0) {

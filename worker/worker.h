@@ -32,6 +32,10 @@ typedef struct worker_conf {
     uint64_t maintenance_interval_ms, log_index_interval_ms, job_retention_ms;
     int partitions_ahead, quarantine_days, log_days;
     int log_index_batch, log_index_batches;
+    /* release jobs: borrowed from the configuration, which outlives the
+     * server */
+    const char *conninfo, *release_address, *release_helo;
+    uint64_t connect_timeout_ms, release_timeout_ms;
 } worker_conf_t;
 void worker_conf_load(const osp_config_t *cfg, worker_conf_t *conf_r);
 
@@ -42,6 +46,7 @@ typedef struct worker_job worker_job_t;
 struct worker_job {
     worker_server_t *server;
     osp_store_t *st;              /* borrowed */
+    uv_loop_t *loop;              /* borrowed */
     const worker_conf_t *conf;    /* borrowed */
     int64_t id, account_id;       /* account_id -1: none */
     int attempts;                 /* including this one */
@@ -53,6 +58,11 @@ struct worker_job {
     bool more;                    /* more work: schedule the kind again when done */
     bool finishing;               /* complete/fail sent */
     uint64_t started_ms;
+    /* A handler running work outside the store (thread pool) sets abandon:
+     * the server calls it when it frees the job before the handler
+     * finished (shutdown timeout), so the handler lets go of the job. */
+    void (*abandon)(worker_job_t *job);
+    void *work;
     worker_job_t *next, *prev;
 };
 

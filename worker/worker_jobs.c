@@ -4,15 +4,27 @@
  * job->st (keeping the request in job->req so a shutdown can cancel it),
  * keeps its progress in job->step / job->count, and ends with exactly one
  * worker_job_finish().  A failure is retried with back-off by the server,
- * so handlers must be idempotent.  To add a kind (release, train), write
- * its start function here and add a line to worker_kinds[].
+ * so handlers must be idempotent.  To add a kind (train), write its start
+ * function here and add a line to worker_kinds[].
  */
 #include "config.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
 
 #include "osp_log.h"
+#include "osp_mem.h"
 #include "worker.h"
 
 /* ------------------------------------------------------------ noop */
@@ -159,13 +171,505 @@ static void job_log_index_start(worker_job_t *job)
     job_log_index_next(job);
 }
 
+/* ------------------------------------------------------------ release */
+
+/*
+ * Release of a quarantined message, queued by "ospreyctl quarantine
+ * release" with the payload {"quarantine_id": N, "day": "YYYY-MM-DD"} and
+ * optionally "to": ADDRESS.  The work runs in the thread pool with its own
+ * blocking libpq connection and SMTP socket (the loop thread never blocks):
+ *   1. read the row and its body, only if the row belongs to the job's
+ *      account and is release_requested.  An admin can queue jobs only for
+ *      accounts of its subtree and set release_requested only on rows it
+ *      sees (row-level security), so a job cannot name another tenant's
+ *      message.  Already released: done (a retry after step 3).  Gone
+ *      (deleted, expired) or back to another state: done, with a warning.
+ *   2. send the stored message by SMTP to worker_release_address, with the
+ *      original envelope sender and the row's recipient (or "to");
+ *   3. mark the row released, and write the audit trail, in one statement
+ *      guarded by release_state = 'release_requested'.
+ * Delivery is at least once: a crash, or a lost database connection,
+ * between 2 and 3 leaves the job to be retried (or reclaimed) and the
+ * message is sent again; a row is never marked released unless the SMTP
+ * server accepted the message.  Any failure is retried with back-off
+ * (worker_retry_backoff) and the job is dead after worker_max_attempts.
+ */
+enum release_outcome { RELEASE_SENT, RELEASE_ALREADY, RELEASE_GONE, RELEASE_FAILED };
+
+typedef struct release_work {
+    uv_work_t req;
+    worker_job_t *job;            /* NULL once the server abandoned it */
+    char *conninfo, *address, *helo, *payload;     /* owned copies */
+    int64_t job_id, account_id;
+    uint64_t connect_timeout_ms, timeout_ms;
+    enum release_outcome outcome;
+    char qid[32], rcpt[320], state[32];
+    char reply[256];              /* the server's answer to the message */
+    char error[512];
+} release_work_t;
+
+/* Peer text made printable for the log. */
+static void release_printable(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < ' ' || (unsigned char)*s >= 127 || *s == '"')
+            *s = '?';
+}
+
+typedef struct release_smtp {
+    int fd;
+    char buf[4096];
+    size_t have;
+} release_smtp_t;
+
+static int release_send_all(release_smtp_t *c, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = send(c->fd, p, n, MSG_NOSIGNAL);
+
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* Read one (possibly multi-line) reply; its code, or -1.  The last line
+ * goes to text. */
+static int release_reply(release_smtp_t *c, char *text, size_t cap)
+{
+    for (;;) {
+        char *nl = memchr(c->buf, '\n', c->have);
+
+        if (nl != NULL) {
+            size_t len = (size_t)(nl - c->buf) + 1, l = len;
+            bool last;
+            int code;
+
+            while (l > 0 && (c->buf[l - 1] == '\n' || c->buf[l - 1] == '\r'))
+                l--;
+            if (l < 3 || c->buf[0] < '2' || c->buf[0] > '5')
+                return -1;
+            code = (c->buf[0] - '0') * 100 + (c->buf[1] - '0') * 10 + (c->buf[2] - '0');
+            last = l == 3 || c->buf[3] == ' ';
+            snprintf(text, cap, "%.*s", (int)l, c->buf);
+            memmove(c->buf, c->buf + len, c->have - len);
+            c->have -= len;
+            if (last)
+                return code;
+            continue;
+        }
+        if (c->have == sizeof(c->buf))
+            return -1;
+        {
+            ssize_t k = recv(c->fd, c->buf + c->have, sizeof(c->buf) - c->have, 0);
+
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0)
+                return -1;
+            c->have += (size_t)k;
+        }
+    }
+}
+
+/* Send a command line and read the reply; 0 if it is 2xx (3xx for DATA). */
+static int release_cmd(release_smtp_t *c, release_work_t *w, const char *line, int want)
+{
+    char reply[256];
+    int code;
+
+    if (line != NULL && release_send_all(c, line, strlen(line)) < 0) {
+        snprintf(w->error, sizeof(w->error), "smtp %s: write failed: %s",
+                 w->address, strerror(errno));
+        return -1;
+    }
+    code = release_reply(c, reply, sizeof(reply));
+    if (code / 100 != want) {
+        char cmd[64];
+
+        snprintf(cmd, sizeof(cmd), "%.*s", (int)strcspn(line ? line : "greeting", "\r:"),
+                 line ? line : "greeting");
+        release_printable(reply);
+        release_printable(cmd);
+        if (code < 0)
+            snprintf(w->error, sizeof(w->error), "smtp %s: after %s: no valid reply (%s)",
+                     w->address, cmd, errno ? strerror(errno) : "connection closed");
+        else
+            snprintf(w->error, sizeof(w->error), "smtp %s: after %s: %s", w->address, cmd,
+                     reply);
+        return -1;
+    }
+    snprintf(w->reply, sizeof(w->reply), "%s", reply);
+    return 0;
+}
+
+static int release_connect(release_smtp_t *c, release_work_t *w)
+{
+    char host[256], port[16];
+    const char *a = w->address, *colon;
+    struct addrinfo hints, *res = NULL, *ai;
+    struct timeval tv;
+    int rc;
+
+    if (a[0] == '[') {
+        const char *end = strchr(a, ']');
+
+        if (end == NULL || end[1] != ':')
+            goto bad;
+        snprintf(host, sizeof(host), "%.*s", (int)(end - a - 1), a + 1);
+        colon = end + 1;
+    } else {
+        colon = strrchr(a, ':');
+        if (colon == NULL)
+            goto bad;
+        snprintf(host, sizeof(host), "%.*s", (int)(colon - a), a);
+    }
+    snprintf(port, sizeof(port), "%s", colon + 1);
+    if (host[0] == '\0' || port[0] == '\0')
+        goto bad;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(w->error, sizeof(w->error), "worker_release_address %s: %s", a,
+                 gai_strerror(rc));
+        return -1;
+    }
+    tv.tv_sec = (time_t)(w->timeout_ms / 1000);
+    tv.tv_usec = (suseconds_t)(w->timeout_ms % 1000) * 1000;
+    c->fd = -1;
+    for (ai = res; ai != NULL; ai = ai->ai_next) {
+        c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (c->fd < 0)
+            continue;
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) == 0)
+            break;
+        snprintf(w->error, sizeof(w->error), "smtp %s: cannot connect: %s", a, strerror(errno));
+        close(c->fd);
+        c->fd = -1;
+    }
+    freeaddrinfo(res);
+    return c->fd < 0 ? -1 : 0;
+bad:
+    snprintf(w->error, sizeof(w->error),
+             "worker_release_address \"%s\": expected host:port or [address]:port", a);
+    return -1;
+}
+
+/* The message with CRLF line ends, dot-stuffed, ending with CRLF.CRLF. */
+static char *release_data(const char *body, size_t len, size_t *len_r)
+{
+    char *out = osp_calloc(1, len * 2 + 8), *o = out;
+    bool bol = true;
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        char ch = body[i];
+
+        if (bol && ch == '.')
+            *o++ = '.';
+        if (ch == '\n') {
+            if (i == 0 || body[i - 1] != '\r')
+                *o++ = '\r';
+            *o++ = '\n';
+            bol = true;
+            continue;
+        }
+        if (ch == '\r' && (i + 1 == len || body[i + 1] != '\n')) {
+            *o++ = '\r';
+            *o++ = '\n';
+            bol = true;
+            continue;
+        }
+        *o++ = ch;
+        bol = false;
+    }
+    if (!bol) {
+        *o++ = '\r';
+        *o++ = '\n';
+    }
+    memcpy(o, ".\r\n", 3);
+    o += 3;
+    *len_r = (size_t)(o - out);
+    return out;
+}
+
+/* An envelope address fit for "MAIL FROM:<...>": no controls, spaces or
+ * angle brackets (a payload written by hand cannot inject commands). */
+static bool release_address_ok(const char *a, bool may_be_empty)
+{
+    size_t n = strlen(a), i;
+
+    if ((n == 0 && !may_be_empty) || n > 512)
+        return false;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)a[i] <= ' ' || (unsigned char)a[i] == 127 || a[i] == '<' ||
+            a[i] == '>')
+            return false;
+    return true;
+}
+
+static int release_smtp_send(release_work_t *w, const char *sender, const char *rcpt,
+                             const char *body, size_t len)
+{
+    release_smtp_t c;
+    char line[1100];
+    char *data;
+    size_t dlen;
+    int rc = -1;
+
+    if (!release_address_ok(sender, true) || !release_address_ok(rcpt, false)) {
+        snprintf(w->error, sizeof(w->error), "invalid envelope address (sender or recipient)");
+        return -1;
+    }
+    memset(&c, 0, sizeof(c));
+    if (release_connect(&c, w) < 0)
+        return -1;
+    if (release_cmd(&c, w, NULL, 2) < 0)
+        goto out;
+    snprintf(line, sizeof(line), "EHLO %s\r\n", w->helo);
+    if (release_cmd(&c, w, line, 2) < 0) {
+        snprintf(line, sizeof(line), "HELO %s\r\n", w->helo);
+        if (release_cmd(&c, w, line, 2) < 0)
+            goto out;
+    }
+    snprintf(line, sizeof(line), "MAIL FROM:<%s>\r\n", sender);
+    if (release_cmd(&c, w, line, 2) < 0)
+        goto out;
+    snprintf(line, sizeof(line), "RCPT TO:<%s>\r\n", rcpt);
+    if (release_cmd(&c, w, line, 2) < 0)
+        goto out;
+    if (release_cmd(&c, w, "DATA\r\n", 3) < 0)
+        goto out;
+    data = release_data(body, len, &dlen);
+    if (release_send_all(&c, data, dlen) < 0) {
+        snprintf(w->error, sizeof(w->error), "smtp %s: write failed: %s", w->address,
+                 strerror(errno));
+        free(data);
+        goto out;
+    }
+    free(data);
+    if (release_cmd(&c, w, NULL, 2) < 0)
+        goto out;
+    rc = 0;
+    /* Accepted: the answer to QUIT does not matter any more. */
+    (void)release_send_all(&c, "QUIT\r\n", 6);
+out:
+    close(c.fd);
+    return rc;
+}
+
+static void release_db_error(release_work_t *w, const char *what, PGconn *conn,
+                             const PGresult *res)
+{
+    const char *m = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+
+    snprintf(w->error, sizeof(w->error), "database: %s: %.*s", what,
+             (int)strcspn(m && *m ? m : "failed", "\n"), m && *m ? m : "failed");
+}
+
+/* Thread pool: the whole release (see above). */
+static void release_work_cb(uv_work_t *req)
+{
+    release_work_t *w = req->data;
+    char ctimeout[32], options[64], acct[32], jid[32];
+    const char *const keys[] = { "connect_timeout", "application_name", "options", "dbname",
+                                 NULL };
+    const char *vals[] = { ctimeout, "osprey-worker release", options, w->conninfo, NULL };
+    const char *p[5];
+    PGconn *conn;
+    PGresult *res = NULL;
+
+    w->outcome = RELEASE_FAILED;
+    snprintf(ctimeout, sizeof(ctimeout), "%llu",
+             (unsigned long long)((w->connect_timeout_ms + 999) / 1000 < 2
+                                      ? 2 : (w->connect_timeout_ms + 999) / 1000));
+    snprintf(options, sizeof(options), "-c statement_timeout=%llu",
+             (unsigned long long)w->timeout_ms);
+    snprintf(acct, sizeof(acct), "%" PRId64, w->account_id);
+    snprintf(jid, sizeof(jid), "%" PRId64, w->job_id);
+    conn = PQconnectdbParams(keys, vals, 1);
+    if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
+        release_db_error(w, "connect", conn, NULL);
+        goto out;
+    }
+    p[0] = w->payload;
+    p[1] = acct;
+    res = PQexecParams(conn,
+                       "SELECT q.id::text, q.sender, q.recipient, q.release_state, b.body,"
+                       " coalesce($1::jsonb->>'to', '')"
+                       " FROM quarantine q JOIN quarantine_bodies b ON b.sha256 = q.body_sha256"
+                       " WHERE q.id = ($1::jsonb->>'quarantine_id')::bigint"
+                       "   AND ($1::jsonb->>'day' IS NULL OR q.day = ($1::jsonb->>'day')::date)"
+                       "   AND q.account_id = $2::bigint",
+                       2, NULL, p, NULL, NULL, 1);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        release_db_error(w, "read", conn, res);
+        goto out;
+    }
+    if (PQntuples(res) == 0) {
+        PGresult *r2;
+
+        w->outcome = RELEASE_GONE;
+        snprintf(w->state, sizeof(w->state), "gone");
+        r2 = PQexecParams(conn, "SELECT coalesce($1::jsonb->>'quarantine_id', '?')", 1, NULL,
+                          p, NULL, NULL, 0);
+        if (PQresultStatus(r2) == PGRES_TUPLES_OK && PQntuples(r2) == 1)
+            snprintf(w->qid, sizeof(w->qid), "%s", PQgetvalue(r2, 0, 0));
+        PQclear(r2);
+        release_printable(w->qid);
+        goto out;
+    }
+    snprintf(w->qid, sizeof(w->qid), "%s", PQgetvalue(res, 0, 0));
+    snprintf(w->state, sizeof(w->state), "%s", PQgetvalue(res, 0, 3));
+    snprintf(w->rcpt, sizeof(w->rcpt), "%s",
+             *PQgetvalue(res, 0, 5) ? PQgetvalue(res, 0, 5) : PQgetvalue(res, 0, 2));
+    if (strcmp(w->state, "released") == 0) {
+        w->outcome = RELEASE_ALREADY;
+        goto out;
+    }
+    if (strcmp(w->state, "release_requested") != 0) {
+        w->outcome = RELEASE_GONE;
+        goto out;
+    }
+    if (release_smtp_send(w, PQgetvalue(res, 0, 1), w->rcpt, PQgetvalue(res, 0, 4),
+                          (size_t)PQgetlength(res, 0, 4)) < 0)
+        goto out;
+    PQclear(res);
+    release_printable(w->reply);
+    p[0] = w->qid;
+    p[1] = acct;
+    p[2] = jid;
+    p[3] = w->rcpt;
+    p[4] = w->reply;
+    res = PQexecParams(conn,
+                       "WITH u AS (UPDATE quarantine SET release_state = 'released',"
+                       "                  released_at = now()"
+                       "            WHERE id = $1::bigint AND account_id = $2::bigint"
+                       "              AND release_state = 'release_requested'"
+                       "           RETURNING id, account_id)"
+                       " INSERT INTO audit_log (account_id, action, object_type, object_id,"
+                       "                        details)"
+                       " SELECT account_id, 'quarantine.released', 'quarantine', id::text,"
+                       "        jsonb_build_object('job', $3::bigint, 'to', $4::text,"
+                       "                           'reply', $5::text)"
+                       "   FROM u",
+                       5, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        /* Sent but not marked: the retry sends it again (at least once). */
+        release_db_error(w, "sent, but cannot mark released", conn, res);
+        goto out;
+    }
+    w->outcome = RELEASE_SENT;
+out:
+    PQclear(res);
+    if (conn != NULL)
+        PQfinish(conn);
+}
+
+static void release_work_free(release_work_t *w)
+{
+    free(w->conninfo);
+    free(w->address);
+    free(w->helo);
+    free(w->payload);
+    free(w);
+}
+
+static void release_abandon(worker_job_t *job)
+{
+    release_work_t *w = job->work;
+
+    w->job = NULL;
+    job->work = NULL;
+    job->abandon = NULL;
+}
+
+static void release_after_cb(uv_work_t *req, int status)
+{
+    release_work_t *w = req->data;
+    worker_job_t *job = w->job;
+
+    if (job == NULL) {
+        release_work_free(w);
+        return;
+    }
+    job->work = NULL;
+    job->abandon = NULL;
+    if (status != 0) {
+        worker_job_finish(job, OSP_STORE_TEMPFAIL, uv_strerror(status));
+    } else {
+        switch (w->outcome) {
+        case RELEASE_SENT:
+            osp_info("job=%" PRId64 " kind=release quarantine_id=%s to=<%s> action=released "
+                     "relay=%s reply=\"%s\"", job->id, w->qid, w->rcpt, w->address, w->reply);
+            worker_job_finish(job, OSP_STORE_OK, NULL);
+            break;
+        case RELEASE_ALREADY:
+            osp_info("job=%" PRId64 " kind=release quarantine_id=%s action=none "
+                     "reason=\"already released\"", job->id, w->qid);
+            worker_job_finish(job, OSP_STORE_OK, NULL);
+            break;
+        case RELEASE_GONE:
+            osp_warn("job=%" PRId64 " kind=release quarantine_id=%s action=none "
+                     "reason=\"message %s\"", job->id, w->qid[0] ? w->qid : "?",
+                     strcmp(w->state, "gone") == 0 ? "deleted, expired or not of this account"
+                                                   : w->state);
+            worker_job_finish(job, OSP_STORE_OK, NULL);
+            break;
+        case RELEASE_FAILED:
+            worker_job_finish(job, OSP_STORE_TEMPFAIL, w->error[0] ? w->error : "failed");
+            break;
+        default:
+            osp_panic("release: outcome %d", (int)w->outcome);
+        }
+    }
+    release_work_free(w);
+}
+
+static void job_release_start(worker_job_t *job)
+{
+    release_work_t *w;
+    int rc;
+
+    if (job->account_id < 0) {
+        worker_job_finish(job, OSP_STORE_TEMPFAIL, "release job without an account");
+        return;
+    }
+    w = osp_calloc(1, sizeof(*w));
+    w->job = job;
+    w->conninfo = osp_strdup(job->conf->conninfo);
+    w->address = osp_strdup(job->conf->release_address);
+    w->helo = osp_strdup(job->conf->release_helo);
+    w->payload = osp_strdup(job->payload_json);
+    w->job_id = job->id;
+    w->account_id = job->account_id;
+    w->connect_timeout_ms = job->conf->connect_timeout_ms;
+    w->timeout_ms = job->conf->release_timeout_ms;
+    w->req.data = w;
+    rc = uv_queue_work(job->loop, &w->req, release_work_cb, release_after_cb);
+    if (rc != 0) {
+        release_work_free(w);
+        worker_job_finish(job, OSP_STORE_TEMPFAIL, uv_strerror(rc));
+        return;
+    }
+    job->work = w;
+    job->abandon = release_abandon;
+}
+
 /* ------------------------------------------------------------ registry */
 
 const worker_kind_t worker_kinds[] = {
     { "maintenance", job_maintenance_start },
     { "log_index", job_log_index_start },
     { "noop", job_noop_start },
-    /* { "release", job_release_start },   quarantine release: to come */
+    { "release", job_release_start },
     /* { "train", job_train_start },       Bayes training: to come */
     { NULL, NULL },
 };

@@ -32,6 +32,12 @@ const osp_param_def_t worker_params[] = {
       "Message log rows indexed per statement" },
     { "worker_log_index_batches", OSP_PT_INT, "20", 1, 10000, OSP_PF_RELOADABLE,
       "Statements per log_index job; more work is queued as a new job" },
+    { "worker_release_address", OSP_PT_STRING, "127.0.0.1:10026", 0, 0, 0,
+      "SMTP server (host:port, [ipv6]:port) that released quarantined mail is sent to" },
+    { "worker_release_helo", OSP_PT_STRING, "localhost", 0, 0, 0,
+      "Name sent in EHLO when released mail is sent" },
+    { "worker_release_timeout", OSP_PT_DURATION, "60s", 1000, 3600000, 0,
+      "Time limit for each database statement and each SMTP read or write of a release" },
     OSP_PARAM_END
 };
 
@@ -53,4 +59,9 @@ void worker_conf_load(const osp_config_t *cfg, worker_conf_t *conf_r)
     conf_r->log_days = (int)osp_config_int(cfg, "worker_message_log_retention");
     conf_r->log_index_batch = (int)osp_config_int(cfg, "worker_log_index_batch");
     conf_r->log_index_batches = (int)osp_config_int(cfg, "worker_log_index_batches");
+    conf_r->conninfo = osp_config_str(cfg, "database_connection");
+    conf_r->connect_timeout_ms = (uint64_t)osp_config_duration_ms(cfg, "database_connect_timeout");
+    conf_r->release_address = osp_config_str(cfg, "worker_release_address");
+    conf_r->release_helo = osp_config_str(cfg, "worker_release_helo");
+    conf_r->release_timeout_ms = (uint64_t)osp_config_duration_ms(cfg, "worker_release_timeout");
 }

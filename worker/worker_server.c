@@ -63,6 +63,8 @@ static uint64_t job_elapsed_ms(const worker_job_t *job)
 
 static void job_free(worker_job_t *job)
 {
+    if (job->abandon != NULL)
+        job->abandon(job);
     osp_store_cancel(&job->req);
     free(job->kind);
     free(job->payload_json);
@@ -174,6 +176,7 @@ static void job_start(worker_server_t *srv, const osp_store_job_t *j)
 
     job->server = srv;
     job->st = srv->st;
+    job->loop = srv->loop;
     job->conf = &srv->conf;
     job->id = j->id;
     job->account_id = j->account_id;
