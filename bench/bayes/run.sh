@@ -66,9 +66,11 @@ echo "== Osprey Bayes (with sparse bigrams)" >&2
     >"$work/osprey-sparse.scores" || exit 1
 
 echo "== Osprey Bayes + default rules" >&2
-# Combined score: the rules' total (which includes their Bayes bands) plus
-# 4 x the Bayes probability, so messages with equal rule scores are still
-# ranked by Bayes.  Threshold 5, the default spam threshold.
+# Combined score: the rules' total (which includes their Bayes bands, the
+# rules seeing the probability in their "bayes" field) plus 4 x the Bayes
+# probability, so messages in the same band are still ranked by Bayes.
+# Threshold 5, the default spam threshold.  A scanner must compute the same
+# sum; fit-scores.sh fits the rule scores for it on the train half.
 "$build/bench/bayes/osprey_bayes_bench" -r "$top/conf/default.rules" "$work/corpus/train.list" \
     "$work/corpus/test.list" | awk '{print $1, $2 + 4 * $4}' >"$work/osprey-rules.scores" || exit 1
 
