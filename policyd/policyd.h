@@ -5,7 +5,9 @@
  * parameter table; policyd_proto.c the protocol; policyd_checks.c the check
  * pipeline; policyd_server.c listeners and worker threads;
  * policyd_session.c one client connection; policyd_metrics.c counters and
- * the HTTP endpoint.
+ * the HTTP endpoint; policyd_dblists.c the database allow/block lists;
+ * policyd_greylist.c greylisting; policyd_shared.c rate counts shared
+ * through the database.
  */
 #ifndef POLICYD_H
 #define POLICYD_H
@@ -46,7 +48,7 @@ int policyd_conf_load(policyd_conf_t *conf, const osp_config_t *cfg, osp_buf_t *
  * updated from every worker thread without locks.
  */
 #define POLICYD_METRIC_ACTIONS 16
-#define POLICYD_METRIC_CHECKS 16
+#define POLICYD_METRIC_CHECKS 24
 
 typedef struct policyd_metrics {
     osp_metrics_t *reg;                 /* owned */

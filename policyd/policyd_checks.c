@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,15 +68,23 @@ typedef struct policyd_rl_rule {
     atomic_bool full_warned;  /* "table full" logged; cleared when a count fits again */
 } policyd_rl_rule_t;
 
+/* The list files: read-only once loaded, swapped as a whole on reload. */
+typedef struct policyd_lists {
+    atomic_uint refs;
+    policyd_cidrlist_t client_allow, client_block;
+    policyd_addrlist_t *sender_allow, *sender_block, *recipient_allow, *recipient_block;
+} policyd_lists_t;
+
 struct policyd_checks {
     policyd_check_def_t *pipe;    /* owned array */
     size_t npipe;
-    policyd_cidrlist_t client_allow, client_block;
-    policyd_addrlist_t *sender_allow, *sender_block, *recipient_allow, *recipient_block;
+    policyd_lists_t *lists;       /* one reference held here; lists_mu guards the pointer */
+    pthread_mutex_t lists_mu;
     char **my_names;              /* owned, lower case, no trailing dot */
     size_t nmy_names;
     policyd_rl_rule_t *rules;
     size_t nrules;
+    policyd_rate_share_t share;   /* cluster-wide counts; zeroed: none */
     /* Actions, owned copies validated at start-up. */
     char *allow_action;
     char *client_block_action, *sender_block_action, *recipient_block_action;
@@ -85,7 +94,7 @@ struct policyd_checks {
 const char *const policyd_check_verdict_names[] = {
     "client_allow", "client_block", "sender_allow", "sender_block",
     "recipient_allow", "recipient_block", "helo_invalid", "helo_ours",
-    "helo_mismatch", "rate_limit", NULL
+    "helo_mismatch", "rate_limit", "rdns", "dnsbl", "spf", "database_lists", "greylist", NULL
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -427,9 +436,27 @@ static int policyd__addrlist_load_param(policyd_addrlist_t **lp, const osp_confi
 
 /* ---- evaluation machinery ---------------------------------------------- */
 
+/* The default action's owner learns whether it was answered; once. */
+static void policyd_eval__default_done(policyd_eval_t *ev, bool used)
+{
+    policyd_default_fn fn = ev->default_done;
+
+    ev->default_done = NULL;
+    if (fn)
+        fn(ev->default_arg, used);
+}
+
 static void policyd_eval__finish(policyd_eval_t *ev)
 {
     ev->active = false;
+    if (ev->default_action[0]) {
+        bool used = !ev->decided;
+        if (used) {
+            ev->verdict.check = ev->default_check;
+            ev->verdict.action = ev->default_action;
+        }
+        policyd_eval__default_done(ev, used);
+    }
     ev->done_cb(ev, ev->data);
 }
 
@@ -566,6 +593,24 @@ void policyd_eval_cancel(policyd_eval_t *ev)
         }
     }
     ev->pending = 0;
+    policyd_eval__default_done(ev, false);
+}
+
+const char *policyd_eval_action_copy(policyd_eval_t *ev, const char *action)
+{
+    osp_strlcpy(ev->action_buf, action, sizeof(ev->action_buf));
+    return ev->action_buf;
+}
+
+void policyd_eval_default(policyd_eval_t *ev, const char *check, const char *action,
+                          policyd_default_fn done, void *arg)
+{
+    if (ev->default_action[0])
+        osp_panic("policyd_eval_default: a default action is already set");
+    osp_strlcpy(ev->default_action, action, sizeof(ev->default_action));
+    ev->default_check = check;
+    ev->default_done = done;
+    ev->default_arg = arg;
 }
 
 /* ---- checks ------------------------------------------------------------ */
@@ -588,19 +633,55 @@ static enum policyd_step policyd__client_list(policyd_eval_t *ev, const policyd_
     return POLICYD_STOP;
 }
 
+/* A reference to the current lists (for one check); policyd__lists_put drops it. */
+static policyd_lists_t *policyd__lists_get(const policyd_checks_t *c)
+{
+    pthread_mutex_t *mu = (pthread_mutex_t *)&c->lists_mu;
+    policyd_lists_t *l;
+
+    pthread_mutex_lock(mu);
+    l = c->lists;
+    atomic_fetch_add(&l->refs, 1);
+    pthread_mutex_unlock(mu);
+    return l;
+}
+
+static void policyd__lists_put(policyd_lists_t **lp)
+{
+    policyd_lists_t *l = *lp;
+
+    *lp = NULL;
+    if (l == NULL || atomic_fetch_sub(&l->refs, 1) != 1)
+        return;
+    policyd__cidrlist_close(&l->client_allow);
+    policyd__cidrlist_close(&l->client_block);
+    policyd_addrlist_free(&l->sender_allow);
+    policyd_addrlist_free(&l->sender_block);
+    policyd_addrlist_free(&l->recipient_allow);
+    policyd_addrlist_free(&l->recipient_block);
+    free(l);
+}
+
 static enum policyd_step policyd__check_client_allow(policyd_eval_t *ev, void *ctx)
 {
     const policyd_checks_t *c = ctx;
+    policyd_lists_t *l = policyd__lists_get(c);
+    enum policyd_step st = policyd__client_list(ev, &l->client_allow, "client_allow",
+                                                c->allow_action, true);
 
-    return policyd__client_list(ev, &c->client_allow, "client_allow", c->allow_action, true);
+    policyd__lists_put(&l);
+    return st;
 }
 
 static enum policyd_step policyd__check_client_block(policyd_eval_t *ev, void *ctx)
 {
     const policyd_checks_t *c = ctx;
+    policyd_lists_t *l = policyd__lists_get(c);
+    enum policyd_step st = policyd__client_list(ev, &l->client_block, "client_block",
+                                                c->client_block_action, false);
 
-    return policyd__client_list(ev, &c->client_block, "client_block", c->client_block_action,
-                                false);
+    policyd__lists_put(&l);
+    return st;
 }
 
 static enum policyd_step policyd__addr_list(policyd_eval_t *ev, const policyd_addrlist_t *l,
@@ -630,33 +711,45 @@ static enum policyd_step policyd__addr_list(policyd_eval_t *ev, const policyd_ad
 static enum policyd_step policyd__check_sender_allow(policyd_eval_t *ev, void *ctx)
 {
     const policyd_checks_t *c = ctx;
+    policyd_lists_t *l = policyd__lists_get(c);
+    enum policyd_step st = policyd__addr_list(ev, l->sender_allow, POLICY_A_SENDER,
+                                              "sender_allow", c->allow_action, true);
 
-    return policyd__addr_list(ev, c->sender_allow, POLICY_A_SENDER, "sender_allow",
-                              c->allow_action, true);
+    policyd__lists_put(&l);
+    return st;
 }
 
 static enum policyd_step policyd__check_sender_block(policyd_eval_t *ev, void *ctx)
 {
     const policyd_checks_t *c = ctx;
+    policyd_lists_t *l = policyd__lists_get(c);
+    enum policyd_step st = policyd__addr_list(ev, l->sender_block, POLICY_A_SENDER,
+                                              "sender_block", c->sender_block_action, false);
 
-    return policyd__addr_list(ev, c->sender_block, POLICY_A_SENDER, "sender_block",
-                              c->sender_block_action, false);
+    policyd__lists_put(&l);
+    return st;
 }
 
 static enum policyd_step policyd__check_recipient_allow(policyd_eval_t *ev, void *ctx)
 {
     const policyd_checks_t *c = ctx;
+    policyd_lists_t *l = policyd__lists_get(c);
+    enum policyd_step st = policyd__addr_list(ev, l->recipient_allow, POLICY_A_RECIPIENT,
+                                              "recipient_allow", c->allow_action, true);
 
-    return policyd__addr_list(ev, c->recipient_allow, POLICY_A_RECIPIENT, "recipient_allow",
-                              c->allow_action, true);
+    policyd__lists_put(&l);
+    return st;
 }
 
 static enum policyd_step policyd__check_recipient_block(policyd_eval_t *ev, void *ctx)
 {
     const policyd_checks_t *c = ctx;
+    policyd_lists_t *l = policyd__lists_get(c);
+    enum policyd_step st = policyd__addr_list(ev, l->recipient_block, POLICY_A_RECIPIENT,
+                                              "recipient_block", c->recipient_block_action, false);
 
-    return policyd__addr_list(ev, c->recipient_block, POLICY_A_RECIPIENT, "recipient_block",
-                              c->recipient_block_action, false);
+    policyd__lists_put(&l);
+    return st;
 }
 
 static enum policyd_step policyd__check_helo(policyd_eval_t *ev, void *ctx)
@@ -798,11 +891,15 @@ static enum policyd_step policyd__check_rate(policyd_eval_t *ev, void *ctx)
         bool first = false;
         char win[32];
         osp_buf_t pk;
+        uint64_t n = 1;
 
         osp_buf_reset(&key);
         if (!policyd__rl_key(r, ev->req, &key))
             continue;
-        if (osp_ratelimit_check(r->rl, osp_ratelimit_hash(key.data, key.len), 1, ev->now_ms,
+        if (c->share.remote)
+            n += c->share.remote(c->share.ctx, r->text, key.data, key.len,
+                                 osp_ratelimit_window_ms(r->rl));
+        if (osp_ratelimit_check(r->rl, osp_ratelimit_hash(key.data, key.len), n, ev->now_ms,
                                 &first) == OSP_RATELIMIT_PASS)
             continue;
         policyd__window_text(osp_ratelimit_window_ms(r->rl), win, sizeof(win));
@@ -853,6 +950,9 @@ static void policyd__account_rate(policyd_eval_t *ev, void *ctx)
         } else if (atomic_load_explicit(&r->full_warned, memory_order_relaxed)) {
             atomic_store(&r->full_warned, false);
         }
+        if (c->share.count)
+            c->share.count(c->share.ctx, r->text, key.data, key.len,
+                           osp_ratelimit_window_ms(r->rl), r->recipients ? (uint64_t)nrcpt : 1);
     }
     osp_buf_close(&key);
 }
@@ -965,10 +1065,87 @@ bad:
     return -1;
 }
 
+/* Checks of other files, by name (policyd_checks_register). */
+#define POLICYD_MAX_REGISTERED 16
+static policyd_check_def_t policyd__ext[POLICYD_MAX_REGISTERED];
+static int policyd__ext_place[POLICYD_MAX_REGISTERED];
+static size_t policyd__next;
+
+void policyd_checks_register(const policyd_check_def_t *def, int place)
+{
+    size_t i;
+
+    for (i = 0; i < policyd__next; i++)
+        if (strcmp(policyd__ext[i].name, def->name) == 0)
+            break;
+    if (i == POLICYD_MAX_REGISTERED)
+        osp_panic("policyd_checks_register: more than %d checks", POLICYD_MAX_REGISTERED);
+    policyd__ext[i] = *def;
+    policyd__ext_place[i] = place;
+    if (i == policyd__next)
+        policyd__next++;
+}
+
+static bool policyd__registered(const char *name, policyd_check_def_t *d_r)
+{
+    size_t i;
+
+    for (i = 0; i < policyd__next; i++)
+        if (strcmp(policyd__ext[i].name, name) == 0) {
+            *d_r = policyd__ext[i];
+            return true;
+        }
+    return false;
+}
+
 static void policyd__pipe_add(policyd_checks_t *c, const policyd_check_def_t *d)
 {
     c->pipe = osp_reallocarray(c->pipe, c->npipe + 1, sizeof(*c->pipe));
     c->pipe[c->npipe++] = *d;
+}
+
+/* Every list file named in cfg; unreadable files go to errors. */
+static policyd_lists_t *policyd__lists_load(const osp_config_t *cfg, osp_buf_t *errors,
+                                            osp_buf_t *warnings)
+{
+    policyd_lists_t *l = osp_calloc(1, sizeof(*l));
+
+    atomic_init(&l->refs, 1);
+    (void)policyd__cidrlist_load(&l->client_allow, cfg, "policyd_client_allow_files", errors,
+                                 warnings);
+    (void)policyd__cidrlist_load(&l->client_block, cfg, "policyd_client_block_files", errors,
+                                 warnings);
+    (void)policyd__addrlist_load_param(&l->sender_allow, cfg, "policyd_sender_allow_files",
+                                       errors, warnings);
+    (void)policyd__addrlist_load_param(&l->sender_block, cfg, "policyd_sender_block_files",
+                                       errors, warnings);
+    (void)policyd__addrlist_load_param(&l->recipient_allow, cfg,
+                                       "policyd_recipient_allow_files", errors, warnings);
+    (void)policyd__addrlist_load_param(&l->recipient_block, cfg,
+                                       "policyd_recipient_block_files", errors, warnings);
+    return l;
+}
+
+int policyd_checks_reload_lists(policyd_checks_t *c, const osp_config_t *cfg,
+                                osp_buf_t *errors, osp_buf_t *warnings, size_t *entries_r)
+{
+    size_t before = errors->len;
+    policyd_lists_t *l = policyd__lists_load(cfg, errors, warnings), *old;
+
+    if (errors->len != before) {
+        policyd__lists_put(&l);
+        return -1;
+    }
+    if (entries_r)
+        *entries_r = osp_cidrset_count(l->client_allow.set) +
+                     osp_cidrset_count(l->client_block.set) + l->sender_allow->n +
+                     l->sender_block->n + l->recipient_allow->n + l->recipient_block->n;
+    pthread_mutex_lock(&c->lists_mu);
+    old = c->lists;
+    c->lists = l;
+    pthread_mutex_unlock(&c->lists_mu);
+    policyd__lists_put(&old);
+    return 0;
 }
 
 policyd_checks_t *policyd_checks_create(const osp_config_t *cfg, osp_buf_t *errors,
@@ -996,18 +1173,8 @@ policyd_checks_t *policyd_checks_create(const osp_config_t *cfg, osp_buf_t *erro
             break;
         }
 
-    (void)policyd__cidrlist_load(&c->client_allow, cfg, "policyd_client_allow_files", errors,
-                                 warnings);
-    (void)policyd__cidrlist_load(&c->client_block, cfg, "policyd_client_block_files", errors,
-                                 warnings);
-    (void)policyd__addrlist_load_param(&c->sender_allow, cfg, "policyd_sender_allow_files",
-                                       errors, warnings);
-    (void)policyd__addrlist_load_param(&c->sender_block, cfg, "policyd_sender_block_files",
-                                       errors, warnings);
-    (void)policyd__addrlist_load_param(&c->recipient_allow, cfg,
-                                       "policyd_recipient_allow_files", errors, warnings);
-    (void)policyd__addrlist_load_param(&c->recipient_block, cfg,
-                                       "policyd_recipient_block_files", errors, warnings);
+    pthread_mutex_init(&c->lists_mu, NULL);
+    c->lists = policyd__lists_load(cfg, errors, warnings);
 
     v = osp_config_list(cfg, "policyd_my_names", &n);
     c->my_names = osp_calloc(n + 1, sizeof(char *));
@@ -1043,6 +1210,11 @@ policyd_checks_t *policyd_checks_create(const osp_config_t *cfg, osp_buf_t *erro
         for (j = 0; j < sizeof(policyd__builtin) / sizeof(policyd__builtin[0]); j++)
             if (strcmp(v[i], policyd__builtin[j].name) == 0)
                 break;
+        if (j == sizeof(policyd__builtin) / sizeof(policyd__builtin[0]) &&
+            policyd__registered(v[i], &d)) {
+            policyd__pipe_add(c, &d);
+            continue;
+        }
         if (j == sizeof(policyd__builtin) / sizeof(policyd__builtin[0])) {
             osp_buf_t pr;
             osp_buf_init(&pr, 300);
@@ -1059,6 +1231,19 @@ policyd_checks_t *policyd_checks_create(const osp_config_t *cfg, osp_buf_t *erro
         d.account = policyd__builtin[j].account;
         d.ctx = c;
         policyd__pipe_add(c, &d);
+    }
+    /* Registered checks enabled but not named: first or last. */
+    for (j = 0; j < policyd__next; j++) {
+        for (i = 0; i < c->npipe; i++)
+            if (strcmp(c->pipe[i].name, policyd__ext[j].name) == 0)
+                break;
+        if (i < c->npipe || policyd__ext_place[j] == 0)
+            continue;
+        policyd__pipe_add(c, &policyd__ext[j]);
+        if (policyd__ext_place[j] < 0) {
+            memmove(c->pipe + 1, c->pipe, (c->npipe - 1) * sizeof(*c->pipe));
+            c->pipe[0] = policyd__ext[j];
+        }
     }
     if (c->nrules > 0) {
         for (i = 0; i < c->npipe; i++)
@@ -1083,12 +1268,8 @@ void policyd_checks_free(policyd_checks_t **cp)
     if (c == NULL)
         return;
     free(c->pipe);
-    policyd__cidrlist_close(&c->client_allow);
-    policyd__cidrlist_close(&c->client_block);
-    policyd_addrlist_free(&c->sender_allow);
-    policyd_addrlist_free(&c->sender_block);
-    policyd_addrlist_free(&c->recipient_allow);
-    policyd_addrlist_free(&c->recipient_block);
+    policyd__lists_put(&c->lists);
+    pthread_mutex_destroy(&c->lists_mu);
     for (i = 0; i < c->nmy_names; i++)
         free(c->my_names[i]);
     free(c->my_names);
@@ -1107,6 +1288,11 @@ void policyd_checks_free(policyd_checks_t **cp)
     free(c->helo_mismatch_action);
     free(c);
     *cp = NULL;
+}
+
+void policyd_checks_set_rate_share(policyd_checks_t *c, const policyd_rate_share_t *share)
+{
+    c->share = *share;
 }
 
 void policyd_checks_append(policyd_checks_t *c, const policyd_check_def_t *def)

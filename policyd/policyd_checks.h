@@ -81,9 +81,12 @@ typedef struct policyd_check_def {
 } policyd_check_def_t;
 
 #define POLICYD_MAX_PENDING 16
+/* Longest action built per request (a reply carrying DNS text, a PREPEND). */
+#define POLICYD_ACTION_MAX 1024
 
 typedef void (*policyd_eval_done_fn)(policyd_eval_t *ev, void *data);
 typedef void (*policyd_cancel_fn)(void *arg);
+typedef void (*policyd_default_fn)(void *arg, bool used);
 
 struct policyd_eval {
     const policyd_checks_t *checks;   /* borrowed */
@@ -100,6 +103,12 @@ struct policyd_eval {
     policyd_verdict_t verdict;
     policyd_eval_done_fn done_cb;
     void *data;
+    /* Per-request actions (policyd_eval_action_copy, policyd_eval_default). */
+    char action_buf[POLICYD_ACTION_MAX];
+    char default_action[POLICYD_ACTION_MAX];
+    const char *default_check;
+    policyd_default_fn default_done;
+    void *default_arg;
 };
 
 /*
@@ -112,9 +121,46 @@ struct policyd_eval {
 policyd_checks_t *policyd_checks_create(const osp_config_t *cfg, osp_buf_t *errors,
                                         osp_buf_t *warnings);
 void policyd_checks_free(policyd_checks_t **cp);
+/*
+ * Read the list files again (the same parameters of cfg, e.g. on SIGHUP).
+ * If every file could be read, the new lists replace the old ones as a
+ * whole for checks that start afterwards (a check running meanwhile
+ * finishes with the lists it started with) and *entries_r (may be NULL)
+ * gets how many entries they hold; bad lines are warnings, as at
+ * start-up.  If a file cannot be read, nothing changes, errors says why
+ * and -1 is returned.  Any thread; one reload at a time.
+ */
+int policyd_checks_reload_lists(policyd_checks_t *c, const osp_config_t *cfg,
+                                osp_buf_t *errors, osp_buf_t *warnings, size_t *entries_r);
 
 /* Add a check at the end of the pipeline (tests, future modules); def copied. */
 void policyd_checks_append(policyd_checks_t *c, const policyd_check_def_t *def);
+/*
+ * A check defined in another file (database lists, greylisting): once
+ * registered, policyd_checks_create() accepts its name in policyd_checks
+ * and puts it at that place in the pipeline; when policyd_checks does not
+ * name it, place -1 puts it first, +1 last, 0 leaves it out.  def copied;
+ * registering a name again replaces it.  Start-up only (not thread-safe).
+ */
+void policyd_checks_register(const policyd_check_def_t *def, int place);
+
+/*
+ * Cluster-wide rate counting (policyd_share.c), optional.  count() runs
+ * for every unit counted locally at END-OF-MESSAGE; remote() answers, at
+ * check time, how many units other instances have counted for the key
+ * (added to the local count when deciding).  key is the rule's key value
+ * (len bytes, not NUL-terminated), rule the rule as configured; both
+ * borrowed for the call.  Called from any worker thread.
+ */
+typedef struct policyd_rate_share {
+    void (*count)(void *ctx, const char *rule, const char *key, size_t len,
+                  uint64_t window_ms, uint64_t n);
+    uint64_t (*remote)(void *ctx, const char *rule, const char *key, size_t len,
+                       uint64_t window_ms);
+    void *ctx;
+} policyd_rate_share_t;
+/* Before the workers start; share copied. */
+void policyd_checks_set_rate_share(policyd_checks_t *c, const policyd_rate_share_t *share);
 /* Names of the checks in pipeline order, for metrics. */
 size_t policyd_checks_count(const policyd_checks_t *c);
 const char *policyd_checks_name(const policyd_checks_t *c, size_t i);
@@ -145,6 +191,22 @@ unsigned policyd_eval_pending_add(policyd_eval_t *ev, policyd_cancel_fn cancel, 
 /* Operation op has finished (after policyd_eval_decide, if it decided). */
 void policyd_eval_resume(policyd_eval_t *ev, unsigned op);
 void policyd_eval_cancel(policyd_eval_t *ev);
+/*
+ * An action made for this request (a reply with DNS text in it): copied
+ * into the eval, truncated to POLICYD_ACTION_MAX - 1 bytes; the copy,
+ * valid until the request ends, is what to pass to policyd_eval_decide.
+ * One per request (a second call overwrites the first).
+ */
+const char *policyd_eval_action_copy(policyd_eval_t *ev, const char *action);
+/*
+ * Answer action (copied; e.g. "PREPEND Received-SPF: ...") instead of
+ * DUNNO when no check decides, with check named as the deciding one.
+ * done(arg, used) runs exactly once when the request ends -- answered,
+ * decided by another check, or cancelled -- and says whether the action
+ * was answered.  One per request (more is a bug).
+ */
+void policyd_eval_default(policyd_eval_t *ev, const char *check, const char *action,
+                          policyd_default_fn done, void *arg);
 
 /* ---- list files (exposed for tests) ---------------------------------- */
 

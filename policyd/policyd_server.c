@@ -30,6 +30,9 @@ struct policyd_server {
     char **unix_paths;                /* per listener: path to unlink at the end, or NULL */
     int *ports;                       /* per listener: bound TCP port */
     bool started, joined;
+    policyd_worker_init_fn worker_init; /* policyd_server_set_worker_hooks */
+    policyd_worker_fini_fn worker_fini;
+    void *hook_arg;
 };
 
 /* ---- configuration ---------------------------------------------------- */
@@ -189,6 +192,16 @@ static void policyd_worker__close_listeners(policyd_worker_t *w)
             uv_close(&w->listeners[i].h.handle, NULL);
 }
 
+/* The per-worker state of the hooks goes, after the sessions. */
+static void policyd_worker__fini(policyd_worker_t *w)
+{
+    void *st = w->hook_state;
+
+    w->hook_state = NULL;
+    if (st && w->srv->worker_fini)
+        w->srv->worker_fini(st, w->srv->hook_arg);
+}
+
 static void policyd_worker__stop_cb(uv_async_t *a)
 {
     policyd_worker_t *w = a->data;
@@ -196,6 +209,7 @@ static void policyd_worker__stop_cb(uv_async_t *a)
     w->stopping = true;
     policyd_worker__close_listeners(w);
     policyd_session_close_all(w, "shutdown");
+    policyd_worker__fini(w);
     uv_close((uv_handle_t *)&w->stop_async, NULL);
 }
 
@@ -203,7 +217,23 @@ static void policyd_worker__thread(void *arg)
 {
     policyd_worker_t *w = arg;
 
+    if (w->srv->worker_init)
+        w->hook_state = w->srv->worker_init(&w->loop, w->srv->hook_arg);
     (void)uv_run(&w->loop, UV_RUN_DEFAULT);
+    if (w->hook_state) {
+        policyd_worker__fini(w);
+        (void)uv_run(&w->loop, UV_RUN_DEFAULT);
+    }
+}
+
+void policyd_server_set_worker_hooks(policyd_server_t *srv, policyd_worker_init_fn init,
+                                     policyd_worker_fini_fn fini, void *arg)
+{
+    if (srv->started)
+        osp_panic("policyd_server_set_worker_hooks: workers already started");
+    srv->worker_init = init;
+    srv->worker_fini = fini;
+    srv->hook_arg = arg;
 }
 
 /* Close whatever a worker has and run its loop dry; 0 if uv_loop_close is 0. */

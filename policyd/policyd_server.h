@@ -69,7 +69,20 @@ typedef struct policyd_worker {
     const policyd_checks_t *checks;    /* borrowed */
     policyd_metrics_t *metrics;        /* borrowed */
     atomic_uint *connections;          /* the server's count of every worker's */
+    void *hook_state;                  /* from the worker_init hook, or NULL */
 } policyd_worker_t;
+
+/*
+ * Per-worker state made in the worker thread (a resolver): init(loop,
+ * arg) runs in each worker thread before it serves; fini(state, arg) runs
+ * there when the worker stops, after its sessions are closed, and must
+ * close the handles it made on loop.
+ */
+typedef void *(*policyd_worker_init_fn)(uv_loop_t *loop, void *arg);
+typedef void (*policyd_worker_fini_fn)(void *state, void *arg);
+/* Before policyd_server_start; arg borrowed until policyd_server_join. */
+void policyd_server_set_worker_hooks(policyd_server_t *srv, policyd_worker_init_fn init,
+                                     policyd_worker_fini_fn fini, void *arg);
 
 policyd_server_t *policyd_server_create(const policyd_conf_t *conf,
                                         const policyd_checks_t *checks,

@@ -167,6 +167,50 @@ osp_store_req_t *osp_store_load_snapshot(osp_store_t *st, uint64_t timeout_ms,
                                          osp_store_snapshot_cb *cb, void *ctx,
                                          const char **error_r);
 
+/*
+ * The policy daemon's snapshot (store_policy.c): list entries together
+ * with the account tree and who owns which domain and address, from one
+ * REPEATABLE READ transaction so that they agree with each other.
+ */
+typedef struct osp_store_account_node {
+    int64_t id, parent_id;        /* parent_id -1: the root */
+} osp_store_account_node_t;
+typedef struct osp_store_owner {
+    const char *name;             /* domain or address, lower case */
+    int64_t account_id;
+} osp_store_owner_t;
+typedef struct osp_store_policy_snapshot {
+    const osp_store_list_entry_t *entries;
+    size_t nentries;
+    const osp_store_account_node_t *accounts;
+    size_t naccounts;
+    const osp_store_owner_t *domains, *addresses;
+    size_t ndomains, naddresses;
+} osp_store_policy_snapshot_t;
+typedef void osp_store_policy_snapshot_cb(void *ctx, int status,
+                                          const osp_store_policy_snapshot_t *snap,
+                                          const char *error);
+osp_store_req_t *osp_store_load_policy_snapshot(osp_store_t *st, uint64_t timeout_ms,
+                                                osp_store_policy_snapshot_cb *cb, void *ctx,
+                                                const char **error_r);
+
+/*
+ * Cluster-wide rate counters (osprey_rate_hit, migration 006): add n to
+ * each key's count of the fixed window starting at window_start_ms (Unix
+ * milliseconds) and read the new counts back, in one statement, rows
+ * locked in the order given (sort keys the same way everywhere to avoid
+ * deadlocks).  counts[i] answers items[i].  Items copied.
+ */
+typedef struct osp_store_rate_item {
+    const char *key;
+    int64_t window_start_ms, window_ms, n;
+} osp_store_rate_item_t;
+typedef void osp_store_rate_cb(void *ctx, int status, const int64_t *counts, size_t n,
+                               const char *error);
+osp_store_req_t *osp_store_rate_hit(osp_store_t *st, const osp_store_rate_item_t *items,
+                                    size_t n, uint64_t timeout_ms, osp_store_rate_cb *cb,
+                                    void *ctx, const char **error_r);
+
 /* ------------------------------------------------------------------
  * Quarantine.  The body and one row per recipient in one transaction with
  * synchronous commit.  OSP_STORE_OK only once COMMIT has succeeded; a

@@ -33,6 +33,7 @@
 #include "osp_buf.h"
 #include "osp_config.h"
 #include "osp_log.h"
+#include "osp_mem.h"
 #include "osp_prog.h"
 
 static char tmpdir[128];
@@ -65,6 +66,47 @@ static enum policyd_step slow_run(policyd_eval_t *ev, void *ctx)
         return POLICYD_NEXT;
     policyd_eval_pending_add(ev, slow_cancel, NULL);
     return POLICYD_PENDING;
+}
+
+/* Worker hooks (policyd_server_set_worker_hooks), for test_worker_hooks. */
+static struct {
+    bool on;
+    atomic_int inits, finis, in_main_thread, bad;
+    uv_thread_t main_thread;
+} hooks;
+
+static void *hook_init(uv_loop_t *loop, void *arg)
+{
+    uv_thread_t self = uv_thread_self();
+    uv_timer_t *t = osp_calloc(1, sizeof(*t));
+
+    /* No cmocka asserts here: this is a worker thread. */
+    if (arg != &hooks)
+        hooks.bad++;
+    if (uv_thread_equal(&self, &hooks.main_thread))
+        hooks.in_main_thread++;
+    /* A handle on the worker's loop: the loop closes cleanly only if fini closes it. */
+    if (uv_timer_init(loop, t) != 0)
+        hooks.bad++;
+    hooks.inits++;
+    return t;
+}
+
+static void hook_close_cb(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void hook_fini(void *state, void *arg)
+{
+    uv_thread_t self = uv_thread_self();
+
+    if (arg != &hooks)
+        hooks.bad++;
+    if (uv_thread_equal(&self, &hooks.main_thread))
+        hooks.in_main_thread++;
+    uv_close((uv_handle_t *)state, hook_close_cb);
+    hooks.finis++;
 }
 
 static void start_server(struct fixture *f, const char *extra)
@@ -106,6 +148,8 @@ static void start_server(struct fixture *f, const char *extra)
     f->port = policyd_server_port(f->srv, 0);
     assert_true(f->port > 0);
     assert_int_equal(policyd_server_port(f->srv, 1), -1);
+    if (hooks.on)
+        policyd_server_set_worker_hooks(f->srv, hook_init, hook_fini, &hooks);
     assert_int_equal(policyd_server_start(f->srv, &errors), 0);
     osp_buf_close(&errors);
     osp_buf_close(&warnings);
@@ -427,6 +471,30 @@ static void test_two_workers(void **state)
     stop_server(&f);
 }
 
+/* Per-worker state is made and freed in each worker thread, and its handles close. */
+static void test_worker_hooks(void **state)
+{
+    struct fixture f;
+    char reply[256];
+    int fd;
+
+    (void)state;
+    memset(&hooks, 0, sizeof(hooks));
+    hooks.on = true;
+    hooks.main_thread = uv_thread_self();
+    start_server(&f, "policyd_workers = 2\n");
+    fd = connect_tcp(f.port);
+    send_request(fd, "192.0.2.1", "ok.example");
+    assert_true(read_reply(fd, reply, sizeof(reply)) > 0);
+    close(fd);
+    stop_server(&f);      /* asserts every loop closed */
+    assert_int_equal(hooks.inits, 2);
+    assert_int_equal(hooks.finis, 2);
+    assert_int_equal(hooks.bad, 0);
+    assert_int_equal(hooks.in_main_thread, 0);
+    hooks.on = false;
+}
+
 static void test_listen_parse(void **state)
 {
     struct sockaddr_storage ss;
@@ -478,6 +546,7 @@ int main(void)
         cmocka_unit_test(test_time_limit),
         cmocka_unit_test(test_max_connections),
         cmocka_unit_test(test_two_workers),
+        cmocka_unit_test(test_worker_hooks),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
