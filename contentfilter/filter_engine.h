@@ -18,6 +18,7 @@
 #ifndef FILTER_ENGINE_H
 #define FILTER_ENGINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "filter_scan.h"
@@ -26,5 +27,22 @@
 /* files: rule files in order, least specific first (borrowed for the call). */
 int filter_engine_create(const char *const *files, size_t nfiles, size_t max_size,
                          filter_scanner_t *s_r, osp_buf_t *err);
+
+/*
+ * Parse the message in the pipeline's first step (filter_scan_set_prepare)
+ * and, with tokenize, make its Bayes tokens there, so that the rules run
+ * in the second step with each account's Bayes probability.  engine: as
+ * filled by filter_engine_create and added to scan.
+ */
+void filter_engine_two_step(filter_scan_t *scan, const filter_scanner_t *engine, bool tokenize);
+
+/*
+ * A recipient's score is the rules' total (the BAYES_* bands of the
+ * default rules see the probability in the "bayes" field) plus weight x
+ * the Bayes probability when there is one, so that messages in the same
+ * band are still ranked by Bayes; bench/bayes measures exactly this sum.
+ */
+#define FILTER_ENGINE_BAYES_WEIGHT 4.0
+void filter_engine_bayes_weight(const filter_scanner_t *engine, double weight);
 
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "osp_auth.h"
 #include "osp_buf.h"
 #include "osp_log.h"
 #include "osp_mem.h"
@@ -499,9 +500,13 @@ static void ri_tx_begin(ri_conn_t *c)
         req->rcpts[i].code = 0;
         req->rcpts[i].text[0] = '\0';
     }
-    /* Tagging rewrites the header section, so it is sent from memory. */
+    /*
+     * Tagging and removing forged Authentication-Results fields rewrite the
+     * header section, so it is sent from memory.
+     */
     size = req->prepend_len + req->body->size;
-    if (req->subject_prefix && req->header_end > 0 && req->header_end <= RI_HEADER_MAX) {
+    if ((req->subject_prefix || req->strip_authserv_id) && req->header_end > 0 &&
+        req->header_end <= RI_HEADER_MAX) {
         char chunk[8192];
         uint64_t off = 0;
         while (off < req->header_end) {
@@ -516,7 +521,9 @@ static void ri_tx_begin(ri_conn_t *c)
             off += (uint64_t)n;
         }
         if (off == req->header_end) {
-            if (!ri_tag_subject(&c->hdr, req->subject_prefix)) {
+            if (req->strip_authserv_id)
+                (void)osp_auth_strip_ours(&c->hdr, req->strip_authserv_id);
+            if (req->subject_prefix && !ri_tag_subject(&c->hdr, req->subject_prefix)) {
                 /* No Subject: add one in front of the header section. */
                 osp_buf_t n;
                 osp_buf_init(&n, OSP_BUF_UNLIMITED);

@@ -72,6 +72,8 @@ struct filter_reinject_req {
     const char *prepend;            /* header lines to add on top, CR LF ended */
     size_t prepend_len;
     const char *subject_prefix;     /* "[SPAM]" to tag the Subject, or NULL */
+    const char *strip_authserv_id;  /* remove Authentication-Results fields
+                                     * claiming this authserv-id, or NULL */
     const filter_body_t *body;
     uint64_t header_end;            /* end of the header section in body */
     void *data;                     /* the caller's */

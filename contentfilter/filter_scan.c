@@ -77,6 +77,9 @@ struct filter_scan {
     filter_scan_thresholds_t thresholds;
     filter_scanner_t *scanners;     /* owned array */
     size_t n;
+    filter_scan_prepare_fn prepare; /* or NULL */
+    void *prepare_ctx;              /* borrowed */
+    filter_bayes_t *bayes;          /* borrowed; NULL: no Bayes lookup */
 };
 
 filter_scan_t *filter_scan_create(const filter_scan_thresholds_t *t)
@@ -108,6 +111,77 @@ void filter_scan_add(filter_scan_t *scan, const filter_scanner_t *s)
     scan->scanners[scan->n++] = *s;
 }
 
+void filter_scan_set_prepare(filter_scan_t *scan, filter_scan_prepare_fn fn, void *ctx)
+{
+    scan->prepare = fn;
+    scan->prepare_ctx = ctx;
+}
+
+void filter_scan_set_bayes(filter_scan_t *scan, filter_bayes_t *fb)
+{
+    scan->bayes = fb;
+}
+
+double filter_scan_rcpt_score(const filter_scan_result_t *res, size_t i)
+{
+    return i < res->nrcpt ? res->score + res->rcpt[i].score : res->score;
+}
+
+const filter_bayes_answer_t *filter_scan_rcpt_bayes(const filter_scan_result_t *res, size_t i)
+{
+    const filter_bayes_answer_t *a;
+
+    if (i >= res->nrcpt || res->rcpt[i].bayes_idx >= res->bayes.n)
+        return NULL;
+    a = &res->bayes.ans[res->rcpt[i].bayes_idx];
+    return a->prob >= 0 ? a : NULL;
+}
+
+bool filter_scan_same_bayes(const filter_scan_result_t *res, size_t i, size_t j)
+{
+    const filter_bayes_answer_t *a = filter_scan_rcpt_bayes(res, i);
+    const filter_bayes_answer_t *b = filter_scan_rcpt_bayes(res, j);
+
+    if (a == NULL || b == NULL)
+        return a == b;
+    return a == b || (a->prob == b->prob && strcmp(a->clues, b->clues) == 0);
+}
+
+void filter_scan_bayes_header(const filter_scan_result_t *res, size_t i, osp_buf_t *out)
+{
+    const filter_bayes_answer_t *a = filter_scan_rcpt_bayes(res, i);
+    size_t len = out->len;
+
+    if (a == NULL)
+        return;
+    if (osp_buf_printf(out, "X-Spam-Bayes: prob=%.4f; account=%lld; tokens=%zu;\r\n\tclues=%s\r\n",
+                       a->prob, (long long)a->account, a->ntokens,
+                       *a->clues ? a->clues : "none") < 0)
+        osp_buf_truncate(out, len);
+}
+
+/* The distinct accounts of the recipients (none: the global counts, 0). */
+static void filter_scan__accounts(filter_scan_result_t *res)
+{
+    size_t i, k;
+
+    if (res->bayes.ans != NULL)
+        return;
+    res->bayes.ans = osp_calloc(res->nrcpt ? res->nrcpt : 1, sizeof(*res->bayes.ans));
+    res->bayes.n = 0;
+    for (i = 0; i < res->nrcpt; i++) {
+        int64_t a = res->rcpt[i].account < 0 ? 0 : res->rcpt[i].account;
+        for (k = 0; k < res->bayes.n && res->bayes.ans[k].account != a; k++)
+            ;
+        if (k == res->bayes.n) {
+            res->bayes.ans[k].account = a;
+            res->bayes.ans[k].prob = -1;
+            res->bayes.n++;
+        }
+        res->rcpt[i].bayes_idx = k;
+    }
+}
+
 static void filter_scan__result_init(filter_scan_result_t *res, size_t nrcpt)
 {
     res->score = 0;
@@ -115,16 +189,31 @@ static void filter_scan__result_init(filter_scan_result_t *res, size_t nrcpt)
     res->rcpt = osp_calloc(nrcpt ? nrcpt : 1, sizeof(*res->rcpt));
     osp_buf_init(&res->add_headers, 64 * 1024);
     res->error[0] = '\0';
+    res->spf = res->dkim = res->dmarc = NULL;
+    res->strip_authserv_id = NULL;
+    memset(&res->bayes, 0, sizeof(res->bayes));
+    osp_bayes_tokens_init(&res->bayes.tokens, true);
+    res->bayes.rules_score = NAN;
+    for (size_t i = 0; i < nrcpt; i++)
+        res->rcpt[i].account = -1;
+    res->state = NULL;
+    res->free_state = NULL;
 }
 
 static void filter_scan__result_close(filter_scan_result_t *res)
 {
     OSP_FREE(&res->rcpt);
     osp_buf_close(&res->add_headers);
+    osp_bayes_tokens_close(&res->bayes.tokens);
+    OSP_FREE(&res->bayes.ans);
+    if (res->free_state && res->state)
+        res->free_state(res->state);
+    res->state = NULL;
 }
 
-int filter_scan_run(filter_scan_t *scan, const filter_scan_msg_t *msg,
-                    filter_scan_result_t *res)
+/* The scanners, then the thresholds (the second step). */
+static int filter_scan__scanners(filter_scan_t *scan, const filter_scan_msg_t *msg,
+                                 filter_scan_result_t *res)
 {
     size_t i;
     char why[64];
@@ -139,16 +228,40 @@ int filter_scan_run(filter_scan_t *scan, const filter_scan_msg_t *msg,
     }
     if (isnan(res->score))
         res->score = 0;
-    if (res->score >= scan->thresholds.quarantine_score) {
-        osp_snprintf(why, sizeof(why), "score %.1f >= %.1f", res->score,
-                     scan->thresholds.quarantine_score);
-        filter_scan_result_raise(res, FILTER_ALL_RCPTS, FILTER_ACTION_QUARANTINE, why);
-    } else if (res->score >= scan->thresholds.tag_score) {
-        osp_snprintf(why, sizeof(why), "score %.1f >= %.1f", res->score,
-                     scan->thresholds.tag_score);
-        filter_scan_result_raise(res, FILTER_ALL_RCPTS, FILTER_ACTION_TAG, why);
+    for (i = 0; i < res->nrcpt; i++) {
+        double score;
+        if (isnan(res->rcpt[i].score))
+            res->rcpt[i].score = 0;
+        score = filter_scan_rcpt_score(res, i);
+        if (score >= scan->thresholds.quarantine_score) {
+            osp_snprintf(why, sizeof(why), "score %.1f >= %.1f", score,
+                         scan->thresholds.quarantine_score);
+            filter_scan_result_raise(res, i, FILTER_ACTION_QUARANTINE, why);
+        } else if (score >= scan->thresholds.tag_score) {
+            osp_snprintf(why, sizeof(why), "score %.1f >= %.1f", score,
+                         scan->thresholds.tag_score);
+            filter_scan_result_raise(res, i, FILTER_ACTION_TAG, why);
+        }
     }
     return 0;
+}
+
+static void filter_scan__want(filter_scan_t *scan, filter_scan_result_t *res)
+{
+    filter_scan__accounts(res);
+    res->bayes.want_rules_score = scan->bayes != NULL && filter_bayes_conf(scan->bayes)->autolearn;
+}
+
+int filter_scan_run(filter_scan_t *scan, const filter_scan_msg_t *msg,
+                    filter_scan_result_t *res)
+{
+    filter_scan__want(scan, res);
+    if (scan->prepare && scan->prepare(scan->prepare_ctx, msg, res) < 0) {
+        if (res->error[0] == '\0')
+            osp_strlcpy(res->error, "prepare step failed", sizeof(res->error));
+        return -1;
+    }
+    return filter_scan__scanners(scan, msg, res);
 }
 
 void filter_scan_job_init(filter_scan_job_t *job, filter_scan_t *scan,
@@ -170,23 +283,114 @@ void filter_scan_job_close(filter_scan_job_t *job)
     filter_scan__result_close(&job->result);
 }
 
+void filter_scan_job_set_account(filter_scan_job_t *job, size_t i, int64_t account)
+{
+    if (i >= job->result.nrcpt || job->running)
+        osp_panic("filter_scan_job_set_account: recipient %zu of %zu", i, job->result.nrcpt);
+    job->result.rcpt[i].account = account;
+}
+
+/* Autolearn account k of a finished scan (loop thread). */
+static void filter_scan_autolearn_one(filter_scan_job_t *job, size_t k)
+{
+    const filter_scan_result_t *res = &job->result;
+    const filter_bayes_answer_t *a = &res->bayes.ans[k];
+    enum osp_bayes_autolearn d;
+    char log_id[96];
+
+    /* Postfix-style: the queue id first, then our scan id. */
+    osp_snprintf(log_id, sizeof(log_id), "%s: scan_id=%s",
+                 job->msg->queue_id && *job->msg->queue_id ? job->msg->queue_id : "NOQUEUE",
+                 job->msg->scan_id);
+    d = filter_bayes_autolearn(job->scan->bayes, a->account, &res->bayes.tokens,
+                               res->bayes.rules_score, a->prob, log_id);
+    if (d != OSP_BAYES_LEARN_NONE)
+        osp_debug(1, "%s: bayes autolearn queued account=%lld class=%s rules_score=%.1f "
+                  "prob=%.4f", log_id, (long long)a->account,
+                  d == OSP_BAYES_LEARN_SPAM ? "spam" : "ham", res->bayes.rules_score, a->prob);
+}
+
+#define FILTER_SCAN_JOB(req) \
+    ((filter_scan_job_t *)((char *)(req) - offsetof(filter_scan_job_t, work)))
+
+static void filter_scan__finish(filter_scan_job_t *job)
+{
+    job->running = false;
+    job->done(job, job->status);
+}
+
+/* Step 2: the scanners. */
 static void filter_scan__work_cb(uv_work_t *req)
 {
-    filter_scan_job_t *job = (filter_scan_job_t *)((char *)req - offsetof(filter_scan_job_t, work));
+    filter_scan_job_t *job = FILTER_SCAN_JOB(req);
 
-    job->status = filter_scan_run(job->scan, job->msg, &job->result);
+    job->status = filter_scan__scanners(job->scan, job->msg, &job->result);
 }
 
 static void filter_scan__after_cb(uv_work_t *req, int status)
 {
-    filter_scan_job_t *job = (filter_scan_job_t *)((char *)req - offsetof(filter_scan_job_t, work));
+    filter_scan_job_t *job = FILTER_SCAN_JOB(req);
+    filter_scan_result_t *res = &job->result;
+    size_t k;
 
-    job->running = false;
     if (status == UV_ECANCELED) {
         job->status = -1;
-        osp_strlcpy(job->result.error, "scan cancelled", sizeof(job->result.error));
+        osp_strlcpy(res->error, "scan cancelled", sizeof(res->error));
     }
-    job->done(job, job->status);
+    if (job->status == 0 && job->scan->bayes != NULL && res->bayes.tokenized &&
+        !isnan(res->bayes.rules_score))
+        for (k = 0; k < res->bayes.n; k++)
+            filter_scan_autolearn_one(job, k);
+    filter_scan__finish(job);
+}
+
+static void filter_scan__step2(filter_scan_job_t *job)
+{
+    int rc = uv_queue_work(job->loop, &job->work, filter_scan__work_cb, filter_scan__after_cb);
+
+    if (rc < 0) {
+        job->status = -1;
+        osp_snprintf(job->result.error, sizeof(job->result.error), "cannot queue the scan: %s",
+                     uv_strerror(rc));
+        filter_scan__finish(job);
+    }
+}
+
+static void filter_scan__bayes_done_cb(void *ctx)
+{
+    filter_scan__step2(ctx);
+}
+
+/* Step 1: prepare (parse, tokenize). */
+static void filter_scan__prep_work_cb(uv_work_t *req)
+{
+    filter_scan_job_t *job = FILTER_SCAN_JOB(req);
+    filter_scan_t *scan = job->scan;
+
+    job->status = scan->prepare(scan->prepare_ctx, job->msg, &job->result);
+    if (job->status < 0 && job->result.error[0] == '\0')
+        osp_strlcpy(job->result.error, "prepare step failed", sizeof(job->result.error));
+}
+
+static void filter_scan__prep_after_cb(uv_work_t *req, int status)
+{
+    filter_scan_job_t *job = FILTER_SCAN_JOB(req);
+    filter_scan_result_t *res = &job->result;
+
+    if (status == UV_ECANCELED) {
+        job->status = -1;
+        osp_strlcpy(res->error, "scan cancelled", sizeof(res->error));
+    }
+    if (job->status < 0) {
+        filter_scan__finish(job);
+        return;
+    }
+    /* On the loop thread: the cache, then the database, never blocking. */
+    if (job->scan->bayes != NULL && res->bayes.tokenized && res->bayes.n > 0 &&
+        filter_bayes_classify(job->scan->bayes, &res->bayes.tokens, res->bayes.ans,
+                              res->bayes.n, filter_scan__bayes_done_cb, job) > 0)
+        return;
+    filter_scan__step2(job);
 }
 
 int filter_scan_start(filter_scan_job_t *job, uv_loop_t *loop, filter_scan_done_cb done)
@@ -194,7 +398,13 @@ int filter_scan_start(filter_scan_job_t *job, uv_loop_t *loop, filter_scan_done_
     int rc;
 
     job->done = done;
-    rc = uv_queue_work(loop, &job->work, filter_scan__work_cb, filter_scan__after_cb);
+    job->loop = loop;
+    filter_scan__want(job->scan, &job->result);
+    if (job->scan->prepare)
+        rc = uv_queue_work(loop, &job->work, filter_scan__prep_work_cb,
+                           filter_scan__prep_after_cb);
+    else
+        rc = uv_queue_work(loop, &job->work, filter_scan__work_cb, filter_scan__after_cb);
     if (rc == 0)
         job->running = true;
     return rc;

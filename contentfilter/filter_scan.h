@@ -24,6 +24,18 @@
  * Routing (filter_route) turns the verdicts into what the session does
  * with each recipient; see there for the SMTP-specific rule.
  *
+ * Two steps around Bayes.  With a prepare step (filter_scan_set_prepare:
+ * the engine parses the message and makes its Bayes tokens) and a Bayes
+ * classifier (filter_scan_set_bayes), a job runs: prepare in the thread
+ * pool; the token lookup on the loop thread (cache, then PostgreSQL,
+ * asynchronously), once per distinct recipient account (set with
+ * filter_scan_job_set_account before the start); then the scanners in the
+ * thread pool, which see each account's probability in res->bayes; then,
+ * on the loop, autolearn.  A failed lookup only leaves Bayes absent.
+ * When recipients' accounts get different Bayes answers, a scanner may
+ * give recipients their own extra score (res->rcpt[i].score): use
+ * filter_scan_rcpt_score() for recipient i's total.
+ *
  * The built-in scanner (filter_scan_static_create) evaluates a few static
  * rules from configuration; it exists so that verdict routing can be
  * exercised end to end before the real scanners are written.
@@ -37,7 +49,9 @@
 
 #include <uv.h>
 
+#include "osp_bayes.h"
 #include "osp_buf.h"
+#include "filter_bayes.h"
 #include "filter_body.h"
 
 /* Ordered by strength: a stronger action wins when scanners disagree. */
@@ -73,7 +87,20 @@ typedef struct filter_scan_msg {
 typedef struct filter_verdict {
     enum filter_action action;
     char reason[128];               /* why; printable; "" if none */
+    double score;                   /* added to the message score for this recipient */
+    int64_t account;                /* the recipient's account; < 0 none (global Bayes) */
+    size_t bayes_idx;               /* its entry in res->bayes.ans */
 } filter_verdict_t;
+
+/* Bayes state of one scan (see the top of this file). */
+typedef struct filter_scan_bayes {
+    osp_bayes_tokens_t tokens;      /* owned; filled by the prepare step */
+    bool tokenized;                 /* tokens are valid: a lookup is due */
+    size_t n;                       /* distinct accounts */
+    filter_bayes_answer_t *ans;     /* owned; n; prob < 0: absent */
+    bool want_rules_score;          /* autolearn is on: compute rules_score */
+    double rules_score;             /* rules score without Bayes; NAN: not computed */
+} filter_scan_bayes_t;
 
 typedef struct filter_scan_result {
     double score;
@@ -81,7 +108,30 @@ typedef struct filter_scan_result {
     filter_verdict_t *rcpt;         /* owned; nrcpt entries */
     osp_buf_t add_headers;          /* complete header lines ending in CR LF */
     char error[256];                /* why the scan failed; printable */
+    /* Authentication results for later scanners (static strings such as
+     * "pass"; NULL when not checked); set by filter_auth. */
+    const char *spf, *dkim, *dmarc;
+    /* Our authserv-id when the message came with Authentication-Results
+     * fields claiming it (forged: removed before reinjection), else NULL;
+     * borrowed from filter_auth, which outlives every scan.  */
+    const char *strip_authserv_id;
+    filter_scan_bayes_t bayes;
+    void *state;                    /* the prepare step's, for the scanners */
+    void (*free_state)(void *state);
 } filter_scan_result_t;
+
+/* Recipient i's score: the message's plus its own. */
+double filter_scan_rcpt_score(const filter_scan_result_t *res, size_t i);
+/* Recipient i's Bayes answer, or NULL when Bayes is absent for it. */
+const filter_bayes_answer_t *filter_scan_rcpt_bayes(const filter_scan_result_t *res, size_t i);
+/* Whether recipients i and j got the same Bayes answer (or none both). */
+bool filter_scan_same_bayes(const filter_scan_result_t *res, size_t i, size_t j);
+/*
+ * Append "X-Spam-Bayes: ..." for recipient i to out, if it has an answer.
+ * Recipients with the same answer share a copy, so account= names the
+ * account of the copy's first recipient.
+ */
+void filter_scan_bayes_header(const filter_scan_result_t *res, size_t i, osp_buf_t *out);
 
 /*
  * Raise recipient i's action to a (no-op if it is already stronger);
@@ -119,6 +169,16 @@ filter_scan_t *filter_scan_create(const filter_scan_thresholds_t *t);
 void filter_scan_free(filter_scan_t **scanp);
 /* Append a scanner (copied). */
 void filter_scan_add(filter_scan_t *scan, const filter_scanner_t *s);
+/*
+ * The first step (thread pool, before the Bayes lookup): may set
+ * res->state/free_state and fill res->bayes.tokens (tokenized = true).
+ * ctx borrowed.  Returns 0, or -1 with res->error set.
+ */
+typedef int (*filter_scan_prepare_fn)(void *ctx, const filter_scan_msg_t *msg,
+                                      filter_scan_result_t *res);
+void filter_scan_set_prepare(filter_scan_t *scan, filter_scan_prepare_fn fn, void *ctx);
+/* Look tokens up with fb (borrowed; NULL: no Bayes). */
+void filter_scan_set_bayes(filter_scan_t *scan, filter_bayes_t *fb);
 
 typedef struct filter_scan_job filter_scan_job_t;
 typedef void (*filter_scan_done_cb)(filter_scan_job_t *job, int status);
@@ -131,12 +191,15 @@ struct filter_scan_job {
     int status;                     /* 0, or -1: result.error says why */
     filter_scan_done_cb done;
     bool running;
+    uv_loop_t *loop;                /* borrowed, while running */
 };
 
 void filter_scan_job_init(filter_scan_job_t *job, filter_scan_t *scan,
                           const filter_scan_msg_t *msg);
 /* Must not be called while the job is running. */
 void filter_scan_job_close(filter_scan_job_t *job);
+/* Recipient i's account (< 0: none), before the start. */
+void filter_scan_job_set_account(filter_scan_job_t *job, size_t i, int64_t account);
 /*
  * Queue the job; done runs on the loop thread with status 0 or -1.
  * Returns 0, or a negative libuv error (done is then not called).
@@ -144,8 +207,8 @@ void filter_scan_job_close(filter_scan_job_t *job);
 int filter_scan_start(filter_scan_job_t *job, uv_loop_t *loop, filter_scan_done_cb done);
 
 /*
- * Run the pipeline synchronously on this thread (what the job does);
- * exposed for tests.  0 or -1.
+ * Run the pipeline synchronously on this thread (what the job does,
+ * without the Bayes lookup); exposed for tests.  0 or -1.
  */
 int filter_scan_run(filter_scan_t *scan, const filter_scan_msg_t *msg,
                     filter_scan_result_t *res);

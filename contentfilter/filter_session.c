@@ -734,6 +734,8 @@ static void fs_step_scan_start(filter_session_t *sess)
     tx->msg.headers = osp_buf_cstr(&tx->headers);
     tx->msg.headers_len = tx->headers.len;
     filter_scan_job_init(&tx->job, sess->srv->scan, &tx->msg);
+    for (size_t i = 0; i < tx->nrcpt; i++)     /* Bayes is per recipient account */
+        filter_scan_job_set_account(&tx->job, i, tx->settings[i].account_id);
     tx->job_inited = true;
     tx->job.work.data = tx;
     rc = filter_scan_start(&tx->job, sess->srv->loop, fs_scan_done_cb);
@@ -749,14 +751,16 @@ static void fs_step_scan_start(filter_session_t *sess)
 
 /* Our header lines for one copy. */
 static void fs_build_headers(filter_tx_t *tx, osp_buf_t *out, bool spam,
-                             const filter_rcpt_settings_t *set)
+                             const filter_rcpt_settings_t *set, size_t ri)
 {
     const filter_scan_result_t *res = &tx->job.result;
+    double score = filter_scan_rcpt_score(res, ri);   /* recipient ri's copy */
 
     osp_buf_printf(out, "X-Osprey-Scan-Id: %s\r\n", tx->scan_id);
-    osp_buf_printf(out, "X-Spam-Score: %.1f\r\n", res->score);
+    osp_buf_printf(out, "X-Spam-Score: %.1f\r\n", score);
     osp_buf_printf(out, "X-Spam-Status: %s, score=%.1f tag=%.1f quarantine=%.1f\r\n",
-                   spam ? "Yes" : "No", res->score, set->tag_score, set->quarantine_score);
+                   spam ? "Yes" : "No", score, set->tag_score, set->quarantine_score);
+    filter_scan_bayes_header(res, ri, out);
     osp_buf_append(out, res->add_headers.data, res->add_headers.len);
 }
 
@@ -832,14 +836,15 @@ static void fs_step_deliver(filter_session_t *sess)
     /* Each recipient's own thresholds (the account's, else the global ones). */
     for (i = 0; i < tx->nrcpt; i++) {
         const filter_rcpt_settings_t *set = &tx->settings[i];
+        double score = filter_scan_rcpt_score(res, i);
         char why[64];
-        if (res->score >= set->quarantine_score) {
-            osp_snprintf(why, sizeof(why), "score %.1f >= %.1f", res->score,
+        if (score >= set->quarantine_score) {
+            osp_snprintf(why, sizeof(why), "score %.1f >= %.1f", score,
                          set->quarantine_score);
             filter_scan_result_raise(res, i, set->spam_action, why);
         }
-        if (res->score >= set->tag_score) {
-            osp_snprintf(why, sizeof(why), "score %.1f >= %.1f", res->score, set->tag_score);
+        if (score >= set->tag_score) {
+            osp_snprintf(why, sizeof(why), "score %.1f >= %.1f", score, set->tag_score);
             filter_scan_result_raise(res, i, FILTER_ACTION_TAG, why);
         }
     }
@@ -859,6 +864,9 @@ static void fs_step_deliver(filter_session_t *sess)
                 fs_group_t *c = &tx->groups[gi];
                 if (c->tagged == tagged && c->set->tag_score == set->tag_score &&
                     c->set->quarantine_score == set->quarantine_score &&
+                    /* same score and Bayes answer: the same added headers */
+                    filter_scan_rcpt_score(res, c->map[0]) == filter_scan_rcpt_score(res, i) &&
+                    filter_scan_same_bayes(res, c->map[0], i) &&
                     (!tagged || strcmp(c->set->subject_prefix, set->subject_prefix) == 0)) {
                     g = c;
                     break;
@@ -915,7 +923,7 @@ static void fs_step_deliver(filter_session_t *sess)
         if (g->n == 0)
             continue;
         g->tx = tx;
-        fs_build_headers(tx, &g->headers, g->tagged, g->set);
+        fs_build_headers(tx, &g->headers, g->tagged, g->set, g->map[0]);
         memset(q, 0, sizeof(*q));
         q->log_id = tx->log_id;
         q->sender = tx->sender;
@@ -930,6 +938,7 @@ static void fs_step_deliver(filter_session_t *sess)
         q->prepend = g->headers.data ? g->headers.data : "";
         q->prepend_len = g->headers.len;
         q->subject_prefix = g->tagged ? g->set->subject_prefix : NULL;
+        q->strip_authserv_id = tx->job.result.strip_authserv_id;
         q->body = &tx->body;
         q->header_end = tx->header_end;
         q->data = g;
@@ -950,7 +959,7 @@ static void fs_step_deliver(filter_session_t *sess)
     if (tx->nq > 0) {
         filter_quarantine_req_t *q = &tx->qreq;
 
-        fs_build_headers(tx, &tx->qheaders, true, &tx->settings[tx->qmap[0]]);
+        fs_build_headers(tx, &tx->qheaders, true, &tx->settings[tx->qmap[0]], tx->qmap[0]);
         memset(q, 0, sizeof(*q));
         q->scan_id = tx->scan_id;
         q->queue_id = tx->msg.queue_id;
@@ -958,7 +967,7 @@ static void fs_step_deliver(filter_session_t *sess)
         q->nrcpt = tx->nq;
         q->rcpts = tx->qrcpts;
         q->reason = res->rcpt[tx->qmap[0]].reason;
-        q->score = res->score;
+        q->score = filter_scan_rcpt_score(res, tx->qmap[0]);
         q->add_headers = tx->qheaders.data ? tx->qheaders.data : "";
         q->add_headers_len = tx->qheaders.len;
         q->body = &tx->body;
@@ -1030,7 +1039,8 @@ static void fs_log_row(filter_tx_t *tx, size_t i, const char *action, int code)
     const fs_rcpt_t *r = &tx->rcpts[i];
     osp_store_log_row_t row;
     char delivery[512], rqid[64] = "";
-    const char *rules[1], *q;
+    const char *rules[2], *q;
+    char bayes[32];
 
     memset(&row, 0, sizeof(row));
     row.account_id = tx->settings ? tx->settings[i].account_id : -1;
@@ -1052,12 +1062,19 @@ static void fs_log_row(filter_tx_t *tx, size_t i, const char *action, int code)
     row.recipient = r->addr;
     row.subject = tx->subject;
     row.size = (int64_t)tx->body.size;
-    row.score = tx->job_inited && tx->job.status == 0 ? tx->job.result.score : NAN;
+    row.score = tx->job_inited && tx->job.status == 0 ? filter_scan_rcpt_score(&tx->job.result, i)
+                                                      : NAN;
     row.verdict = action;
     if (tx->job_inited && i < tx->job.result.nrcpt && tx->job.result.rcpt[i].reason[0]) {
         rules[0] = tx->job.result.rcpt[i].reason;
         row.rules_hit = rules;
         row.nrules_hit = 1;
+    }
+    if (tx->job_inited && tx->job.status == 0 && filter_scan_rcpt_bayes(&tx->job.result, i)) {
+        osp_snprintf(bayes, sizeof(bayes), "bayes=%.4f",
+                     filter_scan_rcpt_bayes(&tx->job.result, i)->prob);
+        rules[row.nrules_hit++] = bayes;
+        row.rules_hit = rules;
     }
     osp_snprintf(delivery, sizeof(delivery), "%d %s", code, r->text);
     row.delivery = delivery;
@@ -1123,11 +1140,19 @@ static void fs_step_reply(filter_session_t *sess)
             srv->n_rejected++;
         else
             srv->n_tempfail++;
-        osp_info("%s: scan_id=%s to=<%s> action=%s verdict=%s score=%.1f status=%d "
-                 "delay=%.3f reply=\"%s\"", tx->log_id, tx->scan_id, to, action,
-                 filter_route_name(r->route),
-                 tx->job_inited ? tx->job.result.score : 0.0, eff ? eff : r->code,
-                 (double)delay / 1000.0, r->text);
+        {
+            const filter_bayes_answer_t *ba =
+                tx->job_inited && tx->job.status == 0 ? filter_scan_rcpt_bayes(&tx->job.result, i)
+                                                      : NULL;
+            char bayes[16] = "none";
+            if (ba)
+                osp_snprintf(bayes, sizeof(bayes), "%.4f", ba->prob);
+            osp_info("%s: scan_id=%s to=<%s> action=%s verdict=%s score=%.1f bayes=%s status=%d "
+                     "delay=%.3f reply=\"%s\"", tx->log_id, tx->scan_id, to, action,
+                     filter_route_name(r->route),
+                     tx->job_inited ? filter_scan_rcpt_score(&tx->job.result, i) : 0.0, bayes,
+                     eff ? eff : r->code, (double)delay / 1000.0, r->text);
+        }
         free(to);
         if (srv->msglog)
             fs_log_row(tx, i, action, eff ? eff : r->code);

@@ -24,9 +24,11 @@
 #include "osp_store.h"
 #include "filter.h"
 #include "filter_accounts.h"
+#include "filter_bayes.h"
 #include "filter_metrics.h"
 #include "filter_quarantine.h"
 #include "filter_reinject.h"
+#include "filter_auth.h"
 #include "filter_engine.h"
 #include "filter_scan.h"
 #include "filter_server.h"
@@ -38,6 +40,7 @@ static osp_store_log_t *main_msglog;
 static filter_accounts_t *main_accounts;
 static filter_quarantine_t *main_quarantine;
 static filter_metrics_t *main_metrics;
+static filter_bayes_t *main_bayes;
 
 static void main_signal_cb(uv_signal_t *sig, int signum)
 {
@@ -58,6 +61,7 @@ static void main_signal_cb(uv_signal_t *sig, int signum)
     main_server->msglog = NULL;
     filter_quarantine_db_detach(main_quarantine);
     filter_accounts_detach(main_accounts);
+    filter_bayes_detach(main_bayes);
     osp_store_log_free(&main_msglog);
     osp_store_free(&main_store);
 }
@@ -119,6 +123,18 @@ int main(int argc, char **argv)
     osp_buf_close(&errs);
     filter_scan_add(scan, &builtin);
     {
+        /* Before the engine: the rules read its results. */
+        filter_scanner_t auth;
+
+        osp_buf_init(&errs, 65536);
+        rc = filter_auth_create_from_config(prog.cfg, &auth, &errs);
+        if (rc < 0)
+            osp_fatal("%s", osp_buf_cstr(&errs));
+        if (rc == 0)
+            filter_scan_add(scan, &auth);
+        osp_buf_close(&errs);
+    }
+    {
         size_t nrules;
         const char *const *rules = osp_config_list(prog.cfg, "filter_rules_files", &nrules);
         filter_scanner_t engine;
@@ -129,14 +145,31 @@ int main(int argc, char **argv)
             osp_fatal("filter_rules_files: %s", osp_buf_cstr(&errs));
         osp_buf_close(&errs);
         filter_scan_add(scan, &engine);
+        /* Bayes: parse and tokenize first, look up on the loop, then the rules. */
+        if (osp_config_bool(prog.cfg, "filter_bayes")) {
+            const char *w = osp_config_str(prog.cfg, "filter_bayes_weight");
+            char *end;
+            double weight = strtod(w, &end);
+            if (*w == '\0' || *end != '\0' || weight != weight || weight < 0 || weight > 100)
+                osp_fatal("filter_bayes_weight: \"%s\" is not a number from 0 to 100", w);
+            filter_engine_bayes_weight(&engine, weight);
+            filter_engine_two_step(scan, &engine, true);
+        }
     }
 
     use_db = strcmp(conf.quarantine_backend, "database") == 0 || conf.account_settings ||
-             conf.message_log;
+             conf.message_log || osp_config_bool(prog.cfg, "filter_bayes");
     if (use_db) {
         osp_store_conf_t sc;
         osp_store_conf_init(&sc, prog.cfg);
         main_store = osp_store_create(&loop, &sc);
+    }
+    if (osp_config_bool(prog.cfg, "filter_bayes")) {
+        filter_bayes_conf_t bc;
+        if (filter_bayes_conf_load(prog.cfg, &bc, err, sizeof(err)) < 0)
+            osp_fatal("%s", err);
+        main_bayes = filter_bayes_create(&loop, main_store, &bc);
+        filter_scan_set_bayes(scan, main_bayes);
     }
     if (strcmp(conf.quarantine_backend, "database") == 0) {
         main_quarantine = filter_quarantine_db_create(&loop, main_store,
@@ -210,6 +243,7 @@ int main(int argc, char **argv)
     filter_accounts_free(&main_accounts);
     filter_quarantine_free(&main_quarantine);
     filter_scan_free(&scan);
+    filter_bayes_free(&main_bayes);
     rc = uv_loop_close(&loop);
     if (rc != 0)
         osp_panic("uv_loop_close: %s", uv_strerror(rc));

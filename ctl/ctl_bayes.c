@@ -1,7 +1,8 @@
 /*
  * ospreyctl bayes train | explain | expire | stats: Bayes training and
- * explanations on a local token file (osp_bayes_save/osp_bayes_load) until
- * the database store serves the same calls through osp_bayes_store_t.
+ * explanations on a local token file (osp_bayes_save/osp_bayes_load);
+ * "train --database" trains into PostgreSQL instead (osprey_bayes_train,
+ * sql/004), which osprey-filter classifies from.
  */
 #include "config.h"
 
@@ -27,6 +28,7 @@ typedef struct bayes_opts {
     unsigned long days;
     unsigned long max_count;
     int class;          /* 's' spam, 'h' ham, 'f' forget */
+    int database;       /* train into PostgreSQL (database_connection) */
     int first_arg;      /* index of the first non-option argument */
 } bayes_opts_t;
 
@@ -49,6 +51,7 @@ static int parse_opts(int argc, char **argv, bayes_opts_t *o)
     o->days = 180;
     o->max_count = 1;
     o->class = 0;
+    o->database = 0;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--spam") == 0) {
@@ -57,6 +60,8 @@ static int parse_opts(int argc, char **argv, bayes_opts_t *o)
             o->class = 'h';
         } else if (strcmp(a, "--forget") == 0) {
             o->class = 'f';
+        } else if (strcmp(a, "--database") == 0) {
+            o->database = 1;
         } else if (i + 1 < argc && strcmp(a, "--file") == 0) {
             o->file = argv[++i];
         } else if (i + 1 < argc && strcmp(a, "--account") == 0) {
@@ -150,7 +155,70 @@ static const char *train_result_name(enum osp_bayes_train_result r)
     }
 }
 
-static int bayes_train(int argc, char **argv)
+/*
+ * Train into the database: osprey_bayes_train(account, key, spam, tokens)
+ * per message, each its own statement (the function is atomic and counts
+ * a message once per account).  Parameters only; tokens as a bigint[]
+ * literal of the hashes' signed values.
+ */
+static int bayes_train_db(const osp_config_t *cfg, const bayes_opts_t *o, int argc, char **argv)
+{
+    ctl_pg_t pg;
+    osp_bayes_tokens_t t;
+    char account[32];
+    int i, status = 0;
+
+    if (o->class == 'f') {
+        fprintf(stderr, "ospreyctl: bayes train --forget is not available with --database\n");
+        return 2;
+    }
+    if (ctl_pg_open(&pg, cfg, NULL) < 0)
+        return 1;
+    snprintf(account, sizeof(account), "%lu", o->account);
+    osp_bayes_tokens_init(&t, false);
+    for (i = o->first_arg; i < argc; i++) {
+        uint8_t key[OSP_BAYES_KEY_LEN];
+        osp_buf_t arr;
+        char hex[2 * OSP_BAYES_KEY_LEN + 3];
+        const char *params[4];
+        PGresult *res;
+        size_t k;
+
+        if (tokenize_file(argv[i], &t) < 0) {
+            status = 1;
+            continue;
+        }
+        osp_bayes_message_key(&t, key);
+        hex[0] = '\\';
+        hex[1] = 'x';
+        for (k = 0; k < OSP_BAYES_KEY_LEN; k++)
+            snprintf(hex + 2 + 2 * k, 3, "%02x", key[k]);
+        osp_buf_init(&arr, OSP_BUF_UNLIMITED);
+        osp_buf_append_str(&arr, "{");
+        for (k = 0; k < t.n; k++)
+            osp_buf_printf(&arr, "%s%lld", k ? "," : "", (long long)(int64_t)t.hash[k]);
+        osp_buf_append_str(&arr, "}");
+        params[0] = account;
+        params[1] = hex;
+        params[2] = o->class == 's' ? "true" : "false";
+        params[3] = osp_buf_cstr(&arr);
+        res = ctl_pg_exec(&pg, argv[i],
+                          "SELECT osprey_bayes_train($1::bigint, $2::bytea, $3::boolean, "
+                          "$4::bigint[])", 4, params);
+        osp_buf_close(&arr);
+        if (res == NULL) {
+            status = 1;
+            continue;
+        }
+        printf("%s: %s (%zu tokens)\n", argv[i], PQgetvalue(res, 0, 0), t.n);
+        PQclear(res);
+    }
+    osp_bayes_tokens_close(&t);
+    ctl_pg_close(&pg);
+    return status;
+}
+
+static int bayes_train(const osp_config_t *cfg, int argc, char **argv)
 {
     bayes_opts_t o;
     osp_bayes_t *b;
@@ -161,9 +229,11 @@ static int bayes_train(int argc, char **argv)
 
     if (parse_opts(argc, argv, &o) < 0 || o.class == 0 || o.first_arg >= argc) {
         fprintf(stderr, "usage: ospreyctl bayes train --spam|--ham|--forget [--account N] "
-                "[--file TOKENS] MESSAGE...\n");
+                "[--file TOKENS | --database] MESSAGE...\n");
         return 2;
     }
+    if (o.database)
+        return bayes_train_db(cfg, &o, argc, argv);
     if ((b = open_tokens(o.file, 1)) == NULL)
         return 1;
     osp_bayes_store_memory(b, &store);
@@ -296,9 +366,8 @@ static int bayes_stats(int argc, char **argv)
 
 int ctl_bayes(const osp_config_t *cfg, int argc, char **argv)
 {
-    (void)cfg;
     if (argc >= 1 && strcmp(argv[0], "train") == 0)
-        return bayes_train(argc, argv);
+        return bayes_train(cfg, argc, argv);
     if (argc >= 1 && strcmp(argv[0], "explain") == 0)
         return bayes_explain(argc, argv);
     if (argc >= 1 && strcmp(argv[0], "expire") == 0)

@@ -27,7 +27,7 @@ int main(int argc, char **argv)
                "  rule test [OPTIONS] --message FILE  run rules on a message\n"
                "  regex test [-i] PATTERN TEXT  try a regular expression\n"
                "  spf check --ip IP --sender ADDR --helo NAME  evaluate SPF\n"
-               "  bayes train --spam|--ham|--forget [--account N] MESSAGE...  train Bayes\n"
+               "  bayes train --spam|--ham|--forget [--account N] [--database] MESSAGE...  train Bayes\n"
                "  bayes explain [--account N] [--top N] MESSAGE  show the deciding tokens\n"
                "  bayes expire [--days N] [--max-count N]  drop rare, stale tokens\n"
                "  bayes stats [--account N]  token and message counts\n"

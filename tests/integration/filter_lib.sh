@@ -54,6 +54,8 @@ filter_static_rules = rcpt:quar@example.com:quarantine subject:TAGME:tag:6
 filter_reinject_idle_timeout = 2s
 breaker_cooldown = 1s
 osprey_user = nobody
+# DKIM keys and DMARC records from local data: no DNS traffic
+dns_zone_file = $OSP_TOP_SRCDIR/tests/data/dkim/zone
 EOC
 }
 
