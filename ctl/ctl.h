@@ -67,8 +67,21 @@ int ctl_bayes(const osp_config_t *cfg, int argc, char **argv);
 typedef struct ctl_pg {
     PGconn *conn;
     const char *as_role;   /* borrowed; NULL: the connecting role */
+    const osp_config_t *cfg;   /* borrowed */
 } ctl_pg_t;
 int ctl_pg_take_as(int *argc, char **argv, const char **role_r);
+/*
+ * One command group ("quarantine", "list", ...): take --as, pick the
+ * subcommand argv[0] from subs (usage and exit 2 when missing or unknown,
+ * usage on stdout and 0 for "help"), open the session and run it with the
+ * arguments after the subcommand.  Returns the exit status.
+ */
+typedef struct ctl_pg_sub {
+    const char *name;
+    int (*run)(ctl_pg_t *pg, int argc, char **argv);
+} ctl_pg_sub_t;
+int ctl_pg_run(const osp_config_t *cfg, const char *group, const ctl_pg_sub_t *subs,
+               size_t nsubs, void (*usage)(FILE *out), int argc, char **argv);
 int ctl_pg_open(ctl_pg_t *pg, const osp_config_t *cfg, const char *as_role);
 void ctl_pg_close(ctl_pg_t *pg);
 void ctl_pg_report(const char *what, const PGresult *res, const PGconn *conn);

@@ -353,42 +353,25 @@ static int acct_admin(ctl_pg_t *pg, int argc, char **argv)
     return 0;
 }
 
+static int acct_domain(ctl_pg_t *pg, int argc, char **argv)
+{
+    return acct_owned(pg, true, argc, argv);
+}
+
+static int acct_address(ctl_pg_t *pg, int argc, char **argv)
+{
+    return acct_owned(pg, false, argc, argv);
+}
+
 int ctl_account(const osp_config_t *cfg, int argc, char **argv)
 {
-    const char *as;
-    ctl_pg_t pg;
-    int status;
+    static const ctl_pg_sub_t subs[] = {
+        { "add", acct_add }, { "list", acct_list }, { "show", acct_show }, { "del", acct_del },
+        { "domain", acct_domain }, { "address", acct_address }, { "admin", acct_admin },
+    };
 
-    if (ctl_pg_take_as(&argc, argv, &as) < 0)
-        return 2;
-    if (argc < 1) {
-        acct_usage(stderr);
-        return 2;
-    }
-    if (strcmp(argv[0], "add") != 0 && strcmp(argv[0], "list") != 0 &&
-        strcmp(argv[0], "show") != 0 && strcmp(argv[0], "del") != 0 &&
-        strcmp(argv[0], "domain") != 0 && strcmp(argv[0], "address") != 0 &&
-        strcmp(argv[0], "admin") != 0) {
-        fprintf(stderr, "ospreyctl: account: unknown subcommand \"%s\"\n", argv[0]);
-        acct_usage(stderr);
-        return 2;
-    }
-    if (ctl_pg_open(&pg, cfg, as) < 0)
-        return 1;
-    if (strcmp(argv[0], "add") == 0)
-        status = acct_add(&pg, argc - 1, argv + 1);
-    else if (strcmp(argv[0], "list") == 0)
-        status = acct_list(&pg, argc - 1, argv + 1);
-    else if (strcmp(argv[0], "show") == 0)
-        status = acct_show(&pg, argc - 1, argv + 1);
-    else if (strcmp(argv[0], "del") == 0)
-        status = acct_del(&pg, argc - 1, argv + 1);
-    else if (strcmp(argv[0], "admin") == 0)
-        status = acct_admin(&pg, argc - 1, argv + 1);
-    else
-        status = acct_owned(&pg, strcmp(argv[0], "domain") == 0, argc - 1, argv + 1);
-    ctl_pg_close(&pg);
-    return status;
+    return ctl_pg_run(cfg, "account", subs, sizeof(subs) / sizeof(subs[0]), acct_usage, argc,
+                      argv);
 }
 
 /* ------------------------------------------------------------ rules */
@@ -596,20 +579,9 @@ static int rule_del(ctl_pg_t *pg, int argc, char **argv)
 
 int ctl_rule_db(const osp_config_t *cfg, int argc, char **argv)
 {
-    const char *as;
-    ctl_pg_t pg;
-    int status;
+    static const ctl_pg_sub_t subs[] = {
+        { "add", rule_add }, { "list", rule_list }, { "del", rule_del },
+    };
 
-    if (ctl_pg_take_as(&argc, argv, &as) < 0)
-        return 2;
-    if (ctl_pg_open(&pg, cfg, as) < 0)
-        return 1;
-    if (strcmp(argv[0], "add") == 0)
-        status = rule_add(&pg, argc - 1, argv + 1);
-    else if (strcmp(argv[0], "list") == 0)
-        status = rule_list(&pg, argc - 1, argv + 1);
-    else
-        status = rule_del(&pg, argc - 1, argv + 1);
-    ctl_pg_close(&pg);
-    return status;
+    return ctl_pg_run(cfg, "rule", subs, sizeof(subs) / sizeof(subs[0]), rule_usage, argc, argv);
 }

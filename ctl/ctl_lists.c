@@ -363,25 +363,21 @@ usage:
     return 2;
 }
 
+static int list_add(ctl_pg_t *pg, int argc, char **argv)
+{
+    return list_change(pg, true, argc, argv);
+}
+
+static int list_del(ctl_pg_t *pg, int argc, char **argv)
+{
+    return list_change(pg, false, argc, argv);
+}
+
 int ctl_list(const osp_config_t *cfg, int argc, char **argv)
 {
-    const char *as;
-    ctl_pg_t pg;
-    int status;
+    static const ctl_pg_sub_t subs[] = {
+        { "add", list_add }, { "del", list_del }, { "show", list_show },
+    };
 
-    if (ctl_pg_take_as(&argc, argv, &as) < 0)
-        return 2;
-    if (argc < 1 || (strcmp(argv[0], "add") != 0 && strcmp(argv[0], "del") != 0 &&
-                     strcmp(argv[0], "show") != 0)) {
-        list_usage(stderr);
-        return 2;
-    }
-    if (ctl_pg_open(&pg, cfg, as) < 0)
-        return 1;
-    if (strcmp(argv[0], "show") == 0)
-        status = list_show(&pg, argc - 1, argv + 1);
-    else
-        status = list_change(&pg, strcmp(argv[0], "add") == 0, argc - 1, argv + 1);
-    ctl_pg_close(&pg);
-    return status;
+    return ctl_pg_run(cfg, "list", subs, sizeof(subs) / sizeof(subs[0]), list_usage, argc, argv);
 }

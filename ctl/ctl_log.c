@@ -20,11 +20,11 @@ static void log_usage(FILE *out)
                  "  T: a time (2026-01-31 12:00) or an age (30m, 12h, 7d); default --since 7d\n");
 }
 
-static int log_search(ctl_pg_t *pg, const osp_config_t *cfg, int argc, char **argv)
+static int log_search(ctl_pg_t *pg, int argc, char **argv)
 {
     const char *query = NULL, *since = "7d", *until = NULL, *account = NULL;
     char since_ts[64], until_ts[64] = "", acct[32] = "", limit_s[32];
-    long limit = (long)osp_config_int(cfg, "ctl_page_size");
+    long limit = (long)osp_config_int(pg->cfg, "ctl_page_size");
     const char *p[5];
     PGresult *res;
     int a;
@@ -89,19 +89,7 @@ usage:
 
 int ctl_log(const osp_config_t *cfg, int argc, char **argv)
 {
-    const char *as;
-    ctl_pg_t pg;
-    int status;
+    static const ctl_pg_sub_t subs[] = { { "search", log_search } };
 
-    if (ctl_pg_take_as(&argc, argv, &as) < 0)
-        return 2;
-    if (argc < 1 || strcmp(argv[0], "search") != 0) {
-        log_usage(stderr);
-        return 2;
-    }
-    if (ctl_pg_open(&pg, cfg, as) < 0)
-        return 1;
-    status = log_search(&pg, cfg, argc - 1, argv + 1);
-    ctl_pg_close(&pg);
-    return status;
+    return ctl_pg_run(cfg, "log", subs, 1, log_usage, argc, argv);
 }

@@ -271,3 +271,36 @@ int ctl_pg_default_account(ctl_pg_t *pg, const char *spec, char id_r[32])
     PQclear(res);
     return 0;
 }
+
+int ctl_pg_run(const osp_config_t *cfg, const char *group, const ctl_pg_sub_t *subs,
+               size_t nsubs, void (*usage)(FILE *out), int argc, char **argv)
+{
+    const char *as;
+    ctl_pg_t pg;
+    size_t i;
+    int status;
+
+    if (ctl_pg_take_as(&argc, argv, &as) < 0)
+        return 2;
+    if (argc < 1) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[0], "help") == 0 || strcmp(argv[0], "--help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    for (i = 0; i < nsubs && strcmp(argv[0], subs[i].name) != 0; i++)
+        ;
+    if (i == nsubs) {
+        fprintf(stderr, "ospreyctl: %s: unknown subcommand \"%s\"\n", group, argv[0]);
+        usage(stderr);
+        return 2;
+    }
+    if (ctl_pg_open(&pg, cfg, as) < 0)
+        return 1;
+    pg.cfg = cfg;
+    status = subs[i].run(&pg, argc - 1, argv + 1);
+    ctl_pg_close(&pg);
+    return status;
+}

@@ -56,11 +56,11 @@ static int q_check_address(const char *s)
     return 0;
 }
 
-static int q_list(ctl_pg_t *pg, const osp_config_t *cfg, int argc, char **argv)
+static int q_list(ctl_pg_t *pg, int argc, char **argv)
 {
     const char *account = NULL, *since = NULL;
     char acct[32] = "", since_ts[64] = "", limit_s[32];
-    long limit = (long)osp_config_int(cfg, "ctl_page_size");
+    long limit = (long)osp_config_int(pg->cfg, "ctl_page_size");
     const char *p[3];
     PGresult *res;
     int a;
@@ -351,32 +351,10 @@ usage:
 
 int ctl_quarantine(const osp_config_t *cfg, int argc, char **argv)
 {
-    const char *as;
-    ctl_pg_t pg;
-    int status;
+    static const ctl_pg_sub_t subs[] = {
+        { "list", q_list }, { "show", q_show }, { "release", q_release }, { "delete", q_delete },
+    };
 
-    if (ctl_pg_take_as(&argc, argv, &as) < 0)
-        return 2;
-    if (argc < 1 || strcmp(argv[0], "help") == 0 || strcmp(argv[0], "--help") == 0) {
-        q_usage(argc < 1 ? stderr : stdout);
-        return argc < 1 ? 2 : 0;
-    }
-    if (strcmp(argv[0], "list") != 0 && strcmp(argv[0], "show") != 0 &&
-        strcmp(argv[0], "release") != 0 && strcmp(argv[0], "delete") != 0) {
-        fprintf(stderr, "ospreyctl: quarantine: unknown subcommand \"%s\"\n", argv[0]);
-        q_usage(stderr);
-        return 2;
-    }
-    if (ctl_pg_open(&pg, cfg, as) < 0)
-        return 1;
-    if (strcmp(argv[0], "list") == 0)
-        status = q_list(&pg, cfg, argc - 1, argv + 1);
-    else if (strcmp(argv[0], "show") == 0)
-        status = q_show(&pg, argc - 1, argv + 1);
-    else if (strcmp(argv[0], "release") == 0)
-        status = q_release(&pg, argc - 1, argv + 1);
-    else
-        status = q_delete(&pg, argc - 1, argv + 1);
-    ctl_pg_close(&pg);
-    return status;
+    return ctl_pg_run(cfg, "quarantine", subs, sizeof(subs) / sizeof(subs[0]), q_usage, argc,
+                      argv);
 }
