@@ -56,17 +56,27 @@ say "== starting osprey-policyd"
 etc=$(osp_mkdir policyd)
 printf '198.51.100.0/24\n2001:db8:bad::/48\n' >"$etc/client_block"
 printf 'blocked@example.org\n' >"$etc/sender_block"
+# DNS for SPF and the DNSBL comes from this zone file: no query leaves the
+# machine (names not in it do not exist).
+cat >"$etc/demo.zone" <<'EOZ'
+spf-fail.example. 300 IN TXT "v=spf1 ip4:192.0.2.10 -all"
+spf-pass.example. 300 IN TXT "v=spf1 ip4:203.0.113.0/24 -all"
+99.2.0.192.bl.demo.example. 300 IN A 127.0.0.2
+99.2.0.192.bl.demo.example. 300 IN TXT "192.0.2.99 sent spam to our traps"
+EOZ
 ppol=$(osp_free_port) && pmet=$(osp_free_port) || osp_die "no free port"
 osp_spawn policyd "$build/osprey-policyd" -f -c "$OSP_TMP/osprey.conf" \
     -o "policyd_listen=inet:127.0.0.1:$ppol" -o "policyd_metrics_listen=127.0.0.1:$pmet" \
     -o osprey_user=nobody -o "policyd_client_block_files=$etc/client_block" \
     -o "policyd_sender_block_files=$etc/sender_block" \
     -o "policyd_my_names=test.localdomain" \
-    -o "policyd_rate_limits=sender:3/1h:messages:DEFER"
+    -o "policyd_rate_limits=sender:3/1h:messages:DEFER" \
+    -o "dns_zone_file=$etc/demo.zone" -o policyd_spf=yes \
+    -o "policyd_dnsbl_sites=bl.demo.example=127.0.0.[2..11]"
 osp_wait_until 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$ppol" ||
     osp_die "osprey-policyd did not start"
 say "   listening on 127.0.0.1:$ppol (blocked: 198.51.100.0/24, 2001:db8:bad::/48, blocked@example.org;"
-say "   rate limit: 3 messages per hour per sender)"
+say "   rate limit: 3 messages per hour per sender; SPF on; DNSBL bl.demo.example)"
 
 say "== starting smtp-sink and a private Postfix on 127.0.0.1"
 sink_start >/dev/null || osp_die "smtp-sink did not start"
@@ -81,6 +91,9 @@ filter_ports >/dev/null || osp_die "no ports"
 filter_db_conf
 sed -i -e '/^filter_static_rules/,/^    rcpt:drop/d' "$FILTER_DIR/osprey.conf"
 echo "filter_rules_files = $top/conf/default.rules" >>"$FILTER_DIR/osprey.conf"
+# DKIM keys and DMARC records from the demo's zone file too; our authserv-id
+sed -i -e "s|^dns_zone_file = .*|dns_zone_file = $etc/demo.zone|" "$FILTER_DIR/osprey.conf"
+echo "filter_authserv_id = test.localdomain" >>"$FILTER_DIR/osprey.conf"
 filter_conf_apply lmtp >/dev/null || osp_die "cannot apply postfix-conf/*.filter-lmtp"
 filter_start filter >/dev/null || osp_die "osprey-filter did not start"
 say "   osprey-filter on 127.0.0.1:$FILTER_PORT, reinjecting to Postfix on 127.0.0.1:$REINJECT_PORT"
@@ -114,6 +127,16 @@ probe "sender blocked@example.org" --xclient 'ADDR=203.0.113.8' \
     --from blocked@example.org --to r@example.com
 probe "HELO test.localdomain (claims to be us)" --xclient 'ADDR=203.0.113.9' \
     --helo test.localdomain --from a@example.net --to r@example.com
+probe "sender alice@spf-fail.example from 203.0.113.12 (SPF fail)" \
+    --xclient 'ADDR=203.0.113.12' --from alice@spf-fail.example --to r@example.com
+probe "client 192.0.2.99 (listed in bl.demo.example)" --xclient 'ADDR=192.0.2.99' \
+    --from a@example.net --to r@example.com
+out=$(osp_swaks --xclient 'ADDR=203.0.113.13 NAME=mail.spf-pass.example' \
+    --from bob@spf-pass.example --to postmaster@example.com \
+    --header 'Subject: SPF pass demo' 2>&1)
+say "   sender bob@spf-pass.example from 203.0.113.13 (SPF pass): $(printf '%s\n' "$out" |
+    sed -n 's/^<[-~*]* *\(250 [0-9.]* .*\)/\1/p' | tail -1)"
+sent=$((sent + 1))
 for i in 1 2 3 4; do
     probe "message $i from burst@example.org (limit 3/h)" --xclient 'ADDR=203.0.113.10' \
         --from burst@example.org --to r@example.com
@@ -129,6 +152,10 @@ for f in $(sink_files); do
     subj=$(grep -m1 -i '^Subject:' "$f")
     status=$(grep -m1 -i '^X-Spam-Status:' "$f")
     say "   delivered: ${subj:-"(no subject)"}  [${status:-no X-Spam-Status}]"
+    tr -d '\r' <"$f" | grep -m1 -i '^Received-SPF:' | cut -c1-110 | sed 's/^/       /' >&2
+    tr -d '\r' <"$f" | awk '/^$/ { exit } f && /^[ \t]/ { sub(/^[ \t]+/, " "); a = a $0; next }
+        f { print a; f = 0 } /^Authentication-Results:/ { f = 1; a = $0 }' |
+        head -n 1 | cut -c1-110 | sed 's/^/       /' >&2
 done
 say "== quarantine (PostgreSQL)"
 pg_psql -c "SELECT '   ' || recipient || ': ' || subject || ' (score ' || score || ', ' || verdict || ')'
