@@ -51,7 +51,9 @@ int ctl_spf(const osp_config_t *cfg, int argc, char **argv);
 /*
  * ctl_bayes.c: "ospreyctl bayes train|explain|expire|stats ..." on a local
  * token file (--file, $OSPREY_BAYES_FILE, default
- * LOCALSTATEDIR/lib/osprey/bayes.tokens).  Exit status as for ctl_db.
+ * LOCALSTATEDIR/lib/osprey/bayes.tokens); "bayes train --database" trains
+ * into PostgreSQL and "bayes vote" queues a train job for osprey-worker.
+ * Exit status as for ctl_db.
  */
 int ctl_bayes(const osp_config_t *cfg, int argc, char **argv);
 

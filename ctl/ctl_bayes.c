@@ -2,7 +2,8 @@
  * ospreyctl bayes train | explain | expire | stats: Bayes training and
  * explanations on a local token file (osp_bayes_save/osp_bayes_load);
  * "train --database" trains into PostgreSQL instead (osprey_bayes_train,
- * sql/004), which osprey-filter classifies from.
+ * sql/004), which osprey-filter classifies from.  "vote" queues a
+ * training job for osprey-worker on a quarantined message (database).
  */
 #include "config.h"
 
@@ -134,11 +135,8 @@ static int tokenize_file(const char *path, osp_bayes_tokens_t *t)
     }
     if (f != stdin)
         fclose(f);
-    if (rc == 0) {
-        osp_mime_message_t *m = osp_mime_parse(buf.data ? buf.data : "", buf.len, NULL);
-        osp_bayes_tokenize(m, 0, t);
-        osp_mime_message_free(&m);
-    }
+    if (rc == 0)
+        osp_bayes_tokenize_message(buf.data, buf.len, t);
     osp_buf_close(&buf);
     return rc;
 }
@@ -165,6 +163,7 @@ static int bayes_train_db(const osp_config_t *cfg, const bayes_opts_t *o, int ar
 {
     ctl_pg_t pg;
     osp_bayes_tokens_t t;
+    osp_buf_t arr;
     char account[32];
     int i, status = 0;
 
@@ -176,36 +175,22 @@ static int bayes_train_db(const osp_config_t *cfg, const bayes_opts_t *o, int ar
         return 1;
     snprintf(account, sizeof(account), "%lu", o->account);
     osp_bayes_tokens_init(&t, false);
+    osp_buf_init(&arr, OSP_BUF_UNLIMITED);
     for (i = o->first_arg; i < argc; i++) {
-        uint8_t key[OSP_BAYES_KEY_LEN];
-        osp_buf_t arr;
-        char hex[2 * OSP_BAYES_KEY_LEN + 3];
+        char hex[OSP_BAYES_KEY_HEX_SIZE];
         const char *params[4];
         PGresult *res;
-        size_t k;
 
         if (tokenize_file(argv[i], &t) < 0) {
             status = 1;
             continue;
         }
-        osp_bayes_message_key(&t, key);
-        hex[0] = '\\';
-        hex[1] = 'x';
-        for (k = 0; k < OSP_BAYES_KEY_LEN; k++)
-            snprintf(hex + 2 + 2 * k, 3, "%02x", key[k]);
-        osp_buf_init(&arr, OSP_BUF_UNLIMITED);
-        osp_buf_append_str(&arr, "{");
-        for (k = 0; k < t.n; k++)
-            osp_buf_printf(&arr, "%s%lld", k ? "," : "", (long long)(int64_t)t.hash[k]);
-        osp_buf_append_str(&arr, "}");
+        osp_bayes_train_params(&t, hex, &arr);
         params[0] = account;
         params[1] = hex;
         params[2] = o->class == 's' ? "true" : "false";
         params[3] = osp_buf_cstr(&arr);
-        res = ctl_pg_exec(&pg, argv[i],
-                          "SELECT osprey_bayes_train($1::bigint, $2::bytea, $3::boolean, "
-                          "$4::bigint[])", 4, params);
-        osp_buf_close(&arr);
+        res = ctl_pg_exec(&pg, argv[i], OSP_BAYES_TRAIN_SQL, 4, params);
         if (res == NULL) {
             status = 1;
             continue;
@@ -213,6 +198,7 @@ static int bayes_train_db(const osp_config_t *cfg, const bayes_opts_t *o, int ar
         printf("%s: %s (%zu tokens)\n", argv[i], PQgetvalue(res, 0, 0), t.n);
         PQclear(res);
     }
+    osp_buf_close(&arr);
     osp_bayes_tokens_close(&t);
     ctl_pg_close(&pg);
     return status;
@@ -364,8 +350,160 @@ static int bayes_stats(int argc, char **argv)
     return 0;
 }
 
+/* ------------------------------------------------------------ vote */
+
+static void vote_usage(FILE *out)
+{
+    fprintf(out, "usage: ospreyctl bayes vote ID|--queue-id QUEUEID --spam|--ham "
+            "[--account A] [--as ROLE]\n");
+}
+
+/* Queue one train job for quarantine row id and audit it; the line to
+ * print once committed goes to out. */
+static int vote_queue(ctl_pg_t *pg, const char *id, const char *day, const char *acct,
+                      const char *klass, osp_buf_t *out)
+{
+    const char *p[4] = { id, day, acct, klass };
+    char job[32], details[128];
+    PGresult *res;
+
+    res = ctl_pg_exec(pg, "bayes vote",
+                      "SELECT osprey_job_enqueue('train', jsonb_build_object("
+                      "  'quarantine_id', $1::bigint, 'day', $2::date,"
+                      "  'account_id', $3::bigint, 'class', $4::text), $3::bigint)::text",
+                      4, p);
+    if (res == NULL)
+        return -1;
+    snprintf(job, sizeof(job), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    snprintf(details, sizeof(details), "{\"job\": %s, \"class\": \"%s\"}", job, klass);
+    if (ctl_pg_audit(pg, acct, "bayes.vote", "quarantine", id, details) < 0)
+        return -1;
+    osp_buf_printf(out, "quarantine %s: %s vote for account %s queued (job %s)\n", id, klass,
+                   acct, job);
+    return 0;
+}
+
+/*
+ * "bayes vote ID|--queue-id QUEUEID --spam|--ham [--account A]": a user's
+ * verdict on quarantined mail.  In one transaction: find the message
+ * (visible to the --as admin; with --account, of account A or one below
+ * it), queue a "train" job for A (default: the message's own account)
+ * with the payload {"quarantine_id", "day", "account_id", "class"}, and
+ * write the audit trail.  osprey-worker trains the stored message
+ * (worker_jobs.c); voting the same way twice changes nothing, the other
+ * way moves the counts.  A Postfix queue id (as "log search" shows it)
+ * names every quarantined row of that message: one job per account and
+ * distinct message.  The message log keeps no message, so mail that was
+ * delivered cannot be trained this way.
+ */
+static int bayes_vote(ctl_pg_t *pg, int argc, char **argv)
+{
+    const char *id = NULL, *queue_id = NULL, *account = NULL, *klass = NULL;
+    char acct[32] = "";
+    const char *p[3];
+    osp_buf_t out;
+    PGresult *res;
+    int a, r, queued = 0;
+
+    for (a = 0; a < argc; a++) {
+        if (strcmp(argv[a], "--spam") == 0 && klass == NULL)
+            klass = "spam";
+        else if (strcmp(argv[a], "--ham") == 0 && klass == NULL)
+            klass = "ham";
+        else if (strcmp(argv[a], "--account") == 0 && a + 1 < argc && account == NULL)
+            account = argv[++a];
+        else if (strcmp(argv[a], "--queue-id") == 0 && a + 1 < argc && queue_id == NULL)
+            queue_id = argv[++a];
+        else if (id == NULL && argv[a][0] != '-')
+            id = argv[a];
+        else
+            goto usage;
+    }
+    if ((id == NULL) == (queue_id == NULL) || klass == NULL)
+        goto usage;
+    if (id != NULL) {
+        size_t n = strspn(id, "0123456789");
+
+        if (n == 0 || n > 18 || id[n] != '\0') {
+            fprintf(stderr, "ospreyctl: quarantine id \"%s\": expected a number\n", id);
+            return 2;
+        }
+    }
+    if (account != NULL && ctl_pg_account(pg, account, acct) < 0)
+        return 1;
+    if (ctl_pg_cmd(pg, "bayes vote", "BEGIN", 0, NULL) < 0)
+        return 1;
+    osp_buf_init(&out, OSP_BUF_UNLIMITED);
+    p[0] = id != NULL ? id : "";
+    p[1] = queue_id != NULL ? queue_id : "";
+    p[2] = acct;
+    res = ctl_pg_exec(pg, "bayes vote",
+                      "SELECT DISTINCT ON (CASE WHEN $3 = '' THEN q.account_id END,"
+                      "                    q.body_sha256)"
+                      " q.id::text, q.day::text, q.account_id::text,"
+                      " $3 = '' OR q.account_id IN (SELECT d.id FROM accounts d"
+                      "   WHERE d.path <@ (SELECT r.path FROM accounts r"
+                      "                     WHERE r.id = nullif($3, '')::bigint))"
+                      " FROM quarantine q"
+                      " WHERE ($1 <> '' AND q.id = nullif($1, '')::bigint)"
+                      "    OR ($2 <> '' AND q.queue_id = $2)"
+                      " ORDER BY CASE WHEN $3 = '' THEN q.account_id END, q.body_sha256, q.id",
+                      3, p);
+    if (res == NULL)
+        goto fail;
+    if (PQntuples(res) == 0) {
+        if (id != NULL)
+            fprintf(stderr, "ospreyctl: quarantine %s: no such message%s\n", id,
+                    pg->as_role ? " (or not visible to this admin)" : "");
+        else
+            fprintf(stderr, "ospreyctl: queue id %s: no quarantined message%s (the message "
+                    "log keeps no messages: only quarantined mail can be trained)\n", queue_id,
+                    pg->as_role ? " visible to this admin" : "");
+        PQclear(res);
+        goto fail;
+    }
+    for (r = 0; r < PQntuples(res); r++) {
+        if (strcmp(PQgetvalue(res, r, 3), "t") != 0)
+            continue;
+        if (vote_queue(pg, PQgetvalue(res, r, 0), PQgetvalue(res, r, 1),
+                       acct[0] ? acct : PQgetvalue(res, r, 2), klass, &out) < 0) {
+            PQclear(res);
+            goto fail;
+        }
+        queued++;
+    }
+    if (queued == 0) {
+        fprintf(stderr, "ospreyctl: %s %s: the message is of account %s, which is not "
+                "account %s or below it\n", id ? "quarantine" : "queue id", id ? id : queue_id,
+                PQgetvalue(res, 0, 2), acct);
+        PQclear(res);
+        goto fail;
+    }
+    PQclear(res);
+    if (ctl_pg_cmd(pg, "bayes vote", "COMMIT", 0, NULL) < 0) {
+        osp_buf_close(&out);
+        return 1;
+    }
+    fputs(osp_buf_cstr(&out), stdout);
+    osp_buf_close(&out);
+    return 0;
+fail:
+    PQclear(PQexec(pg->conn, "ROLLBACK"));
+    osp_buf_close(&out);
+    return 1;
+usage:
+    vote_usage(stderr);
+    return 2;
+}
+
 int ctl_bayes(const osp_config_t *cfg, int argc, char **argv)
 {
+    static const ctl_pg_sub_t vote_sub[] = { { "vote", bayes_vote } };
+
+    /* The database command: "--as ROLE" may come first. */
+    if (argc >= 1 && (strcmp(argv[0], "vote") == 0 || strcmp(argv[0], "--as") == 0))
+        return ctl_pg_run(cfg, "bayes", vote_sub, 1, vote_usage, argc, argv);
     if (argc >= 1 && strcmp(argv[0], "train") == 0)
         return bayes_train(cfg, argc, argv);
     if (argc >= 1 && strcmp(argv[0], "explain") == 0)
@@ -374,6 +512,6 @@ int ctl_bayes(const osp_config_t *cfg, int argc, char **argv)
         return bayes_expire(argc, argv);
     if (argc >= 1 && strcmp(argv[0], "stats") == 0)
         return bayes_stats(argc, argv);
-    fprintf(stderr, "usage: ospreyctl bayes train|explain|expire|stats ...\n");
+    fprintf(stderr, "usage: ospreyctl bayes train|explain|expire|stats|vote ...\n");
     return 2;
 }

@@ -6,9 +6,11 @@
  * to release_requested, queues a "release" job for osprey-worker (payload
  * {"quarantine_id", "day", "to"}) and writes the audit trail.  The worker
  * sends the stored message to the reinjection address and marks the row
- * released (worker_jobs.c).  Everything runs under row-level security when
- * --as names an admin role, so an admin sees and releases only mail of its
- * own subtree.
+ * released (worker_jobs.c).  With --train-ham the same transaction also
+ * queues a "train" job that teaches Bayes the message is ham for the
+ * row's account (as "ospreyctl bayes vote ID --ham" does).  Everything
+ * runs under row-level security when --as names an admin role, so an
+ * admin sees and releases only mail of its own subtree.
  */
 #include "config.h"
 
@@ -24,7 +26,7 @@ static void q_usage(FILE *out)
     fprintf(out,
             "usage: ospreyctl quarantine list [--account A] [--since T] [--limit N] [--as ROLE]\n"
             "       ospreyctl quarantine show ID [--raw] [--as ROLE]\n"
-            "       ospreyctl quarantine release ID [--to ADDRESS] [--as ROLE]\n"
+            "       ospreyctl quarantine release ID [--to ADDRESS] [--train-ham] [--as ROLE]\n"
             "       ospreyctl quarantine delete ID [--as ROLE]\n");
 }
 
@@ -232,13 +234,16 @@ static int q_release(ctl_pg_t *pg, int argc, char **argv)
 {
     const char *id = NULL, *to = "";
     const char *p[4];
-    char acct[32], details[512], job[32];
+    char acct[32], day[32], details[512], job[32], train_job[32] = "";
+    bool train_ham = false;
     PGresult *res;
     int a;
 
     for (a = 0; a < argc; a++) {
         if (strcmp(argv[a], "--to") == 0 && a + 1 < argc)
             to = argv[++a];
+        else if (strcmp(argv[a], "--train-ham") == 0)
+            train_ham = true;
         else if (id == NULL && argv[a][0] != '-')
             id = argv[a];
         else
@@ -265,7 +270,8 @@ static int q_release(ctl_pg_t *pg, int argc, char **argv)
         goto fail;
     }
     snprintf(acct, sizeof(acct), "%s", PQgetvalue(res, 0, 0));
-    p[1] = PQgetvalue(res, 0, 1);
+    snprintf(day, sizeof(day), "%s", PQgetvalue(res, 0, 1));
+    p[1] = day;
     p[2] = to;
     p[3] = acct;
     {
@@ -282,12 +288,28 @@ static int q_release(ctl_pg_t *pg, int argc, char **argv)
         snprintf(job, sizeof(job), "%s", PQgetvalue(jr, 0, 0));
         PQclear(jr);
     }
+    if (train_ham) {
+        /* The payload of "bayes vote ID --ham" (ctl_bayes.c). */
+        const char *tp[3] = { id, day, acct };
+        PGresult *tr = ctl_pg_exec(pg, "quarantine release",
+                                   "SELECT osprey_job_enqueue('train', jsonb_build_object("
+                                   "  'quarantine_id', $1::bigint, 'day', $2::date,"
+                                   "  'account_id', $3::bigint, 'class', 'ham'),"
+                                   " $3::bigint)::text",
+                                   3, tp);
+
+        if (tr == NULL)
+            goto fail;
+        snprintf(train_job, sizeof(train_job), "%s", PQgetvalue(tr, 0, 0));
+        PQclear(tr);
+    }
     {
-        const char *dp[2] = { job, to };
+        const char *dp[3] = { job, to, train_job };
         PGresult *dr = ctl_pg_exec(pg, "quarantine release",
                                    "SELECT jsonb_strip_nulls(jsonb_build_object('job', $1::bigint,"
-                                   " 'to', nullif($2, '')))::text",
-                                   2, dp);
+                                   " 'to', nullif($2, ''),"
+                                   " 'train_job', nullif($3, '')::bigint))::text",
+                                   3, dp);
 
         if (dr == NULL)
             goto fail;
@@ -298,7 +320,11 @@ static int q_release(ctl_pg_t *pg, int argc, char **argv)
         goto fail;
     if (ctl_pg_cmd(pg, "quarantine release", "COMMIT", 0, NULL) < 0)
         return 1;
-    printf("quarantine %s: release queued (job %s)\n", id, job);
+    if (train_ham)
+        printf("quarantine %s: release queued (job %s), ham training queued (job %s)\n", id,
+               job, train_job);
+    else
+        printf("quarantine %s: release queued (job %s)\n", id, job);
     return 0;
 fail:
     PQclear(PQexec(pg->conn, "ROLLBACK"));

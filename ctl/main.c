@@ -31,6 +31,7 @@ int main(int argc, char **argv)
                "  bayes explain [--account N] [--top N] MESSAGE  show the deciding tokens\n"
                "  bayes expire [--days N] [--max-count N]  drop rare, stale tokens\n"
                "  bayes stats [--account N]  token and message counts\n"
+               "  bayes vote ID|--queue-id QID --spam|--ham [--account A]  train quarantined mail\n"
                "  quarantine list|show|release|delete ...  quarantined mail (database)\n"
                "  list add|del|show ...      allow/block lists (database)\n"
                "  account add|list|show|del ...  accounts, domains, addresses (database)\n"

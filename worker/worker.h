@@ -36,6 +36,7 @@ typedef struct worker_conf {
      * server */
     const char *conninfo, *release_address, *release_helo;
     uint64_t connect_timeout_ms, release_timeout_ms;
+    uint64_t query_timeout_ms;    /* statements of train jobs */
 } worker_conf_t;
 void worker_conf_load(const osp_config_t *cfg, worker_conf_t *conf_r);
 

@@ -4,7 +4,7 @@
  * job->st (keeping the request in job->req so a shutdown can cancel it),
  * keeps its progress in job->step / job->count, and ends with exactly one
  * worker_job_finish().  A failure is retried with back-off by the server,
- * so handlers must be idempotent.  To add a kind (train), write its start
+ * so handlers must be idempotent.  To add a kind, write its start
  * function here and add a line to worker_kinds[].
  */
 #include "config.h"
@@ -23,6 +23,8 @@
 
 #include <libpq-fe.h>
 
+#include "osp_bayes.h"
+#include "osp_buf.h"
 #include "osp_log.h"
 #include "osp_mem.h"
 #include "worker.h"
@@ -169,6 +171,39 @@ static void job_log_index_start(worker_job_t *job)
     job->step = 0;
     job->count = 0;
     job_log_index_next(job);
+}
+
+/* ------------------------------------------------------------ thread-pool jobs */
+
+/*
+ * The blocking connection of a job running in the thread pool (release,
+ * train): database_connection with the connect timeout (whole seconds,
+ * at least 2, libpq's minimum) and timeout_ms as the statement timeout.
+ * Check PQstatus(); PQfinish() it either way.
+ */
+static PGconn *job_pg_connect(const char *conninfo, const char *application,
+                              uint64_t connect_timeout_ms, uint64_t timeout_ms)
+{
+    char ctimeout[32], options[64];
+    const char *const keys[] = { "connect_timeout", "application_name", "options", "dbname",
+                                 NULL };
+    const char *vals[] = { ctimeout, application, options, conninfo, NULL };
+    uint64_t secs = (connect_timeout_ms + 999) / 1000;
+
+    snprintf(ctimeout, sizeof(ctimeout), "%llu", (unsigned long long)(secs < 2 ? 2 : secs));
+    snprintf(options, sizeof(options), "-c statement_timeout=%llu",
+             (unsigned long long)timeout_ms);
+    return PQconnectdbParams(keys, vals, 1);
+}
+
+/* A database error for a job's error text: "database: WHAT: first line". */
+static void job_db_error(char *buf, size_t size, const char *what, PGconn *conn,
+                         const PGresult *res)
+{
+    const char *m = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+
+    snprintf(buf, size, "database: %s: %.*s", what,
+             (int)strcspn(m && *m ? m : "failed", "\n"), m && *m ? m : "failed");
 }
 
 /* ------------------------------------------------------------ release */
@@ -468,33 +503,23 @@ out:
 static void release_db_error(release_work_t *w, const char *what, PGconn *conn,
                              const PGresult *res)
 {
-    const char *m = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
-
-    snprintf(w->error, sizeof(w->error), "database: %s: %.*s", what,
-             (int)strcspn(m && *m ? m : "failed", "\n"), m && *m ? m : "failed");
+    job_db_error(w->error, sizeof(w->error), what, conn, res);
 }
 
 /* Thread pool: the whole release (see above). */
 static void release_work_cb(uv_work_t *req)
 {
     release_work_t *w = req->data;
-    char ctimeout[32], options[64], acct[32], jid[32];
-    const char *const keys[] = { "connect_timeout", "application_name", "options", "dbname",
-                                 NULL };
-    const char *vals[] = { ctimeout, "osprey-worker release", options, w->conninfo, NULL };
+    char acct[32], jid[32];
     const char *p[5];
     PGconn *conn;
     PGresult *res = NULL;
 
     w->outcome = RELEASE_FAILED;
-    snprintf(ctimeout, sizeof(ctimeout), "%llu",
-             (unsigned long long)((w->connect_timeout_ms + 999) / 1000 < 2
-                                      ? 2 : (w->connect_timeout_ms + 999) / 1000));
-    snprintf(options, sizeof(options), "-c statement_timeout=%llu",
-             (unsigned long long)w->timeout_ms);
     snprintf(acct, sizeof(acct), "%" PRId64, w->account_id);
     snprintf(jid, sizeof(jid), "%" PRId64, w->job_id);
-    conn = PQconnectdbParams(keys, vals, 1);
+    conn = job_pg_connect(w->conninfo, "osprey-worker release", w->connect_timeout_ms,
+                          w->timeout_ms);
     if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
         release_db_error(w, "connect", conn, NULL);
         goto out;
@@ -663,6 +688,264 @@ static void job_release_start(worker_job_t *job)
     job->abandon = release_abandon;
 }
 
+/* ------------------------------------------------------------ train */
+
+/*
+ * Bayes training on a quarantined message, queued by "ospreyctl bayes
+ * vote" and "ospreyctl quarantine release --train-ham" with the payload
+ * {"quarantine_id": N, "day": "YYYY-MM-DD", "account_id": A,
+ *  "class": "spam"|"ham"} for account A (the job's account; "day" is
+ * optional).  In the thread pool, with its own blocking connection:
+ *   1. read the stored message of row N, only if the row belongs to A or
+ *      to an account below A (a job names only messages of its subtree);
+ *   2. tokenize it as osprey-filter does before classifying
+ *      (osp_bayes_tokenize_message) and call osprey_bayes_train() for A,
+ *      which counts the message for A and for account 0 (the global
+ *      counts), once per message: running the job again changes nothing,
+ *      the other class moves the counts (sql/004).
+ * A payload that is not of this form, or a message that is gone (deleted,
+ * expired, not of A), cannot succeed later: the job's max_attempts is
+ * lowered to this attempt, so the failure makes it dead at once with the
+ * reason as last_error.  Anything else (database away, timeout) is
+ * retried with back-off.
+ */
+enum train_outcome { TRAIN_DONE, TRAIN_PERMANENT, TRAIN_FAILED };
+
+typedef struct train_work {
+    uv_work_t req;
+    worker_job_t *job;            /* NULL once the server abandoned it */
+    char *conninfo, *payload;     /* owned copies */
+    int64_t job_id, account_id;
+    uint64_t connect_timeout_ms, timeout_ms;
+    enum train_outcome outcome;
+    char qid[32], klass[8];
+    char result[32];              /* osprey_bayes_train()'s answer */
+    size_t ntokens;
+    char error[512];
+} train_work_t;
+
+static bool train_digits(const char *s)
+{
+    size_t n = strspn(s, "0123456789");
+
+    return n > 0 && n <= 18 && s[n] == '\0';
+}
+
+/* Permanent: make this attempt the last one (the failure then buries it). */
+static void train_permanent(train_work_t *w, PGconn *conn)
+{
+    char jid[32];
+    const char *p[1] = { jid };
+    PGresult *res;
+
+    w->outcome = TRAIN_PERMANENT;
+    snprintf(jid, sizeof(jid), "%" PRId64, w->job_id);
+    res = PQexecParams(conn,
+                       "UPDATE jobs SET max_attempts = least(max_attempts, attempts)"
+                       " WHERE id = $1::bigint AND state = 'running'",
+                       1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        w->outcome = TRAIN_FAILED;        /* retried; fails the same way again */
+    PQclear(res);
+}
+
+/* Thread pool: the whole training (see above). */
+static void train_work_cb(uv_work_t *req)
+{
+    train_work_t *w = req->data;
+    char acct[32], day[16];
+    const char *p[4];
+    PGconn *conn;
+    PGresult *res = NULL;
+
+    w->outcome = TRAIN_FAILED;
+    snprintf(acct, sizeof(acct), "%" PRId64, w->account_id);
+    conn = job_pg_connect(w->conninfo, "osprey-worker train", w->connect_timeout_ms,
+                          w->timeout_ms);
+    if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
+        job_db_error(w->error, sizeof(w->error), "connect", conn, NULL);
+        goto out;
+    }
+    /* The payload's fields as text, checked here, so that a bad payload is
+     * a clear permanent error rather than a failing cast. */
+    p[0] = w->payload;
+    res = PQexecParams(conn,
+                       "SELECT coalesce(j->>'quarantine_id', ''), coalesce(j->>'class', ''),"
+                       " coalesce(j->>'account_id', ''), coalesce(j->>'day', '')"
+                       " FROM (SELECT $1::jsonb AS j) s",
+                       1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+        if (state != NULL && strncmp(state, "22", 2) == 0) {      /* data exception */
+            snprintf(w->error, sizeof(w->error), "payload is not JSON");
+            PQclear(res);
+            res = NULL;
+            train_permanent(w, conn);
+            goto out;
+        }
+        job_db_error(w->error, sizeof(w->error), "payload", conn, res);
+        goto out;
+    }
+    snprintf(w->qid, sizeof(w->qid), "%s", PQgetvalue(res, 0, 0));
+    snprintf(w->klass, sizeof(w->klass), "%s", PQgetvalue(res, 0, 1));
+    snprintf(day, sizeof(day), "%s", PQgetvalue(res, 0, 3));
+    if (!train_digits(w->qid) ||
+        (strcmp(w->klass, "spam") != 0 && strcmp(w->klass, "ham") != 0) ||
+        (*PQgetvalue(res, 0, 2) != '\0' && strcmp(PQgetvalue(res, 0, 2), acct) != 0) ||
+        (*day != '\0' && (strlen(day) != 10 || strspn(day, "0123456789-") != 10))) {
+        snprintf(w->error, sizeof(w->error),
+                 "bad payload: expected quarantine_id (a number), class (spam or ham), "
+                 "optionally account_id (%s) and day (YYYY-MM-DD)", acct);
+        release_printable(w->qid);
+        release_printable(w->klass);
+        PQclear(res);
+        res = NULL;
+        train_permanent(w, conn);
+        goto out;
+    }
+    PQclear(res);
+    p[0] = w->qid;
+    p[1] = day;
+    p[2] = acct;
+    /* Binary results: the body comes back as its exact bytes. */
+    res = PQexecParams(conn,
+                       "SELECT b.body FROM quarantine q"
+                       " JOIN quarantine_bodies b ON b.sha256 = q.body_sha256"
+                       " WHERE q.id = $1::bigint"
+                       "   AND ($2 = '' OR q.day = nullif($2, '')::date)"
+                       "   AND q.account_id IN (SELECT d.id FROM accounts d"
+                       "     WHERE d.path <@ (SELECT r.path FROM accounts r"
+                       "                       WHERE r.id = $3::bigint))",
+                       3, NULL, p, NULL, NULL, 1);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        job_db_error(w->error, sizeof(w->error), "read", conn, res);
+        goto out;
+    }
+    if (PQntuples(res) == 0) {
+        snprintf(w->error, sizeof(w->error),
+                 "quarantine %s: no such message (deleted, expired or not of account %s)",
+                 w->qid, acct);
+        PQclear(res);
+        res = NULL;
+        train_permanent(w, conn);
+        goto out;
+    }
+    {
+        osp_bayes_tokens_t t;
+        osp_buf_t arr;
+        char key[OSP_BAYES_KEY_HEX_SIZE];
+        PGresult *tr;
+
+        osp_bayes_tokens_init(&t, false);
+        osp_buf_init(&arr, OSP_BUF_UNLIMITED);
+        osp_bayes_tokenize_message(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), &t);
+        osp_bayes_train_params(&t, key, &arr);
+        w->ntokens = t.n;
+        osp_bayes_tokens_close(&t);
+        PQclear(res);
+        res = NULL;
+        p[0] = acct;
+        p[1] = key;
+        p[2] = strcmp(w->klass, "spam") == 0 ? "true" : "false";
+        p[3] = osp_buf_cstr(&arr);
+        tr = PQexecParams(conn, OSP_BAYES_TRAIN_SQL, 4, NULL, p, NULL, NULL, 0);
+        osp_buf_close(&arr);
+        if (PQresultStatus(tr) != PGRES_TUPLES_OK || PQntuples(tr) != 1) {
+            job_db_error(w->error, sizeof(w->error), "osprey_bayes_train", conn, tr);
+            PQclear(tr);
+            goto out;
+        }
+        snprintf(w->result, sizeof(w->result), "%s", PQgetvalue(tr, 0, 0));
+        PQclear(tr);
+    }
+    w->outcome = TRAIN_DONE;
+out:
+    PQclear(res);
+    if (conn != NULL)
+        PQfinish(conn);
+}
+
+static void train_work_free(train_work_t *w)
+{
+    free(w->conninfo);
+    free(w->payload);
+    free(w);
+}
+
+static void train_abandon(worker_job_t *job)
+{
+    train_work_t *w = job->work;
+
+    w->job = NULL;
+    job->work = NULL;
+    job->abandon = NULL;
+}
+
+static void train_after_cb(uv_work_t *req, int status)
+{
+    train_work_t *w = req->data;
+    worker_job_t *job = w->job;
+
+    if (job == NULL) {
+        train_work_free(w);
+        return;
+    }
+    job->work = NULL;
+    job->abandon = NULL;
+    if (status != 0) {
+        worker_job_finish(job, OSP_STORE_TEMPFAIL, uv_strerror(status));
+    } else {
+        switch (w->outcome) {
+        case TRAIN_DONE:
+            osp_info("job=%" PRId64 " kind=train quarantine_id=%s account=%" PRId64
+                     " class=%s tokens=%zu result=%s", job->id, w->qid, w->account_id,
+                     w->klass, w->ntokens, w->result);
+            worker_job_finish(job, OSP_STORE_OK, NULL);
+            break;
+        case TRAIN_PERMANENT:
+            osp_warn("job=%" PRId64 " kind=train account=%" PRId64 " action=none "
+                     "reason=\"%s\" (not retried)", job->id, w->account_id, w->error);
+            worker_job_finish(job, OSP_STORE_TEMPFAIL, w->error);
+            break;
+        case TRAIN_FAILED:
+            worker_job_finish(job, OSP_STORE_TEMPFAIL, w->error[0] ? w->error : "failed");
+            break;
+        default:
+            osp_panic("train: outcome %d", (int)w->outcome);
+        }
+    }
+    train_work_free(w);
+}
+
+static void job_train_start(worker_job_t *job)
+{
+    train_work_t *w;
+    int rc;
+
+    if (job->account_id < 0) {
+        worker_job_finish(job, OSP_STORE_TEMPFAIL, "train job without an account");
+        return;
+    }
+    w = osp_calloc(1, sizeof(*w));
+    w->job = job;
+    w->conninfo = osp_strdup(job->conf->conninfo);
+    w->payload = osp_strdup(job->payload_json);
+    w->job_id = job->id;
+    w->account_id = job->account_id;
+    w->connect_timeout_ms = job->conf->connect_timeout_ms;
+    w->timeout_ms = job->conf->query_timeout_ms;
+    w->req.data = w;
+    rc = uv_queue_work(job->loop, &w->req, train_work_cb, train_after_cb);
+    if (rc != 0) {
+        train_work_free(w);
+        worker_job_finish(job, OSP_STORE_TEMPFAIL, uv_strerror(rc));
+        return;
+    }
+    job->work = w;
+    job->abandon = train_abandon;
+}
+
 /* ------------------------------------------------------------ registry */
 
 const worker_kind_t worker_kinds[] = {
@@ -670,7 +953,7 @@ const worker_kind_t worker_kinds[] = {
     { "log_index", job_log_index_start },
     { "noop", job_noop_start },
     { "release", job_release_start },
-    /* { "train", job_train_start },       Bayes training: to come */
+    { "train", job_train_start },
     { NULL, NULL },
 };
 

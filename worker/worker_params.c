@@ -61,6 +61,7 @@ void worker_conf_load(const osp_config_t *cfg, worker_conf_t *conf_r)
     conf_r->log_index_batches = (int)osp_config_int(cfg, "worker_log_index_batches");
     conf_r->conninfo = osp_config_str(cfg, "database_connection");
     conf_r->connect_timeout_ms = (uint64_t)osp_config_duration_ms(cfg, "database_connect_timeout");
+    conf_r->query_timeout_ms = (uint64_t)osp_config_duration_ms(cfg, "database_query_timeout");
     conf_r->release_address = osp_config_str(cfg, "worker_release_address");
     conf_r->release_helo = osp_config_str(cfg, "worker_release_helo");
     conf_r->release_timeout_ms = (uint64_t)osp_config_duration_ms(cfg, "worker_release_timeout");

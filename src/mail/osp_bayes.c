@@ -742,6 +742,32 @@ void osp_bayes_message_key(const osp_bayes_tokens_t *t, uint8_t key_r[OSP_BAYES_
     }
 }
 
+void osp_bayes_tokenize_message(const void *data, size_t len, osp_bayes_tokens_t *t)
+{
+    osp_mime_message_t *m = osp_mime_parse(data != NULL ? data : "", len, NULL);
+
+    osp_bayes_tokenize(m, 0, t);
+    osp_mime_message_free(&m);
+}
+
+void osp_bayes_train_params(const osp_bayes_tokens_t *t, char key_r[OSP_BAYES_KEY_HEX_SIZE],
+                            osp_buf_t *array_r)
+{
+    uint8_t key[OSP_BAYES_KEY_LEN];
+    size_t i;
+
+    osp_bayes_message_key(t, key);
+    key_r[0] = '\\';
+    key_r[1] = 'x';
+    for (i = 0; i < OSP_BAYES_KEY_LEN; i++)
+        snprintf(key_r + 2 + 2 * i, 3, "%02x", key[i]);
+    osp_buf_reset(array_r);
+    osp_buf_append_char(array_r, '{');
+    for (i = 0; i < t->n; i++)
+        osp_buf_printf(array_r, "%s%lld", i ? "," : "", (long long)(int64_t)t->hash[i]);
+    osp_buf_append_char(array_r, '}');
+}
+
 static void osp_bayes__bump(uint32_t *c, int delta)
 {
     if (delta > 0)

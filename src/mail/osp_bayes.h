@@ -129,6 +129,28 @@ enum osp_bayes_train_result {
 #define OSP_BAYES_KEY_LEN 32
 void osp_bayes_message_key(const osp_bayes_tokens_t *t, uint8_t key_r[OSP_BAYES_KEY_LEN]);
 
+/*
+ * A whole message as bytes (data[0..len), borrowed) tokenized into t
+ * (reset first) exactly as osprey-filter does before it classifies:
+ * osp_mime_parse with default limits, osp_bayes_tokenize without flags.
+ * Used wherever a stored or submitted message is trained or explained
+ * (ospreyctl bayes, osprey-worker "train" jobs).
+ */
+void osp_bayes_tokenize_message(const void *data, size_t len, osp_bayes_tokens_t *t);
+
+/*
+ * Training into the database: OSP_BAYES_TRAIN_SQL with text parameters
+ * $1 account, $2 message key, $3 "true" (spam) or "false" (ham), $4 token
+ * hashes.  osp_bayes_train_params() writes $2 for tokens t as a bytea
+ * literal "\x..." into key_r, and $4 as a bigint[] literal of the hashes'
+ * signed values into array_r (initialised by the caller; reset first).
+ */
+#define OSP_BAYES_TRAIN_SQL \
+    "SELECT osprey_bayes_train($1::bigint, $2::bytea, $3::boolean, $4::bigint[])"
+#define OSP_BAYES_KEY_HEX_SIZE (2 * OSP_BAYES_KEY_LEN + 3)
+void osp_bayes_train_params(const osp_bayes_tokens_t *t, char key_r[OSP_BAYES_KEY_HEX_SIZE],
+                            osp_buf_t *array_r);
+
 /* Learn tokens as spam or ham for account (account > 0; 0 trains globally only). */
 enum osp_bayes_train_result osp_bayes_train(osp_bayes_t *b, uint32_t account,
                                             const osp_bayes_tokens_t *t, bool spam,

@@ -508,6 +508,62 @@ static void test_message_key(void **state)
     osp_bayes_tokens_close(&c);
 }
 
+/* A message's tokens are the filter's; the database training parameters
+ * are the key as a bytea literal and the hashes as a bigint[] literal; t
+ * and the array are reset on reuse. */
+static void test_train_message(void **state)
+{
+    static const char msg[] = "From: a@example.com\r\nSubject: Cheap pills now\r\n"
+                              "Content-Type: text/plain\r\n\r\nBuy cheap pills today at "
+                              "http://pills.example/buy\r\n";
+    osp_bayes_tokens_t want, t;
+    osp_mime_message_t *m;
+    uint8_t key[OSP_BAYES_KEY_LEN];
+    char hex[OSP_BAYES_KEY_HEX_SIZE], expect[OSP_BAYES_KEY_HEX_SIZE];
+    osp_buf_t arr;
+    const char *p;
+    size_t i, round;
+
+    (void)state;
+    osp_bayes_tokens_init(&want, false);
+    m = osp_mime_parse(msg, sizeof(msg) - 1, NULL);
+    osp_bayes_tokenize(m, 0, &want);
+    osp_mime_message_free(&m);
+    assert_true(want.n > 5);
+    osp_bayes_message_key(&want, key);
+    expect[0] = '\\';
+    expect[1] = 'x';
+    for (i = 0; i < OSP_BAYES_KEY_LEN; i++)
+        snprintf(expect + 2 + 2 * i, 3, "%02x", key[i]);
+    osp_bayes_tokens_init(&t, false);
+    osp_buf_init(&arr, OSP_BUF_UNLIMITED);
+    for (round = 0; round < 2; round++) {
+        osp_bayes_tokenize_message(msg, sizeof(msg) - 1, &t);
+        osp_bayes_train_params(&t, hex, &arr);
+        assert_int_equal(t.n, want.n);
+        assert_memory_equal(t.hash, want.hash, want.n * sizeof(uint64_t));
+        assert_string_equal(hex, expect);
+        p = osp_buf_cstr(&arr);
+        assert_int_equal(*p, '{');
+        for (i = 0; i < want.n; i++) {
+            char *end;
+            long long v = strtoll(p + 1, &end, 10);
+
+            assert_true((uint64_t)(int64_t)v == want.hash[i]);
+            assert_int_equal(*end, i + 1 < want.n ? ',' : '}');
+            p = end;
+        }
+        assert_string_equal(p, "}");
+    }
+    osp_bayes_tokenize_message(NULL, 0, &t);     /* empty message */
+    osp_bayes_train_params(&t, hex, &arr);
+    assert_true(t.n < want.n);
+    assert_int_equal(osp_buf_cstr(&arr)[0], '{');
+    osp_buf_close(&arr);
+    osp_bayes_tokens_close(&t);
+    osp_bayes_tokens_close(&want);
+}
+
 static void test_autolearn(void **state)
 {
     osp_bayes_params_t p;
@@ -638,6 +694,7 @@ int main(void)
         cmocka_unit_test(test_score_pure),
         cmocka_unit_test(test_store_interface),
         cmocka_unit_test(test_message_key),
+        cmocka_unit_test(test_train_message),
         cmocka_unit_test(test_autolearn),
         cmocka_unit_test(test_put_cache),
         cmocka_unit_test(test_save_load),
