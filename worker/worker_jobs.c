@@ -206,6 +206,103 @@ static void job_db_error(char *buf, size_t size, const char *what, PGconn *conn,
              (int)strcspn(m && *m ? m : "failed", "\n"), m && *m ? m : "failed");
 }
 
+/* ------------------------------------------------------------ pool jobs */
+
+/*
+ * A job kind that runs in the thread pool with its own blocking libpq
+ * connection (and, for release, its own SMTP socket) embeds pool_job_t
+ * first.  pool_job_start() queues run(); on the loop, report() turns the
+ * outcome into worker_job_finish() unless the server abandoned the job
+ * meanwhile (shutdown), and free_fn() frees the kind's own fields.
+ */
+typedef struct pool_job pool_job_t;
+struct pool_job {
+    uv_work_t req;
+    worker_job_t *job;            /* NULL once the server abandoned it */
+    char *conninfo, *payload;     /* owned copies */
+    int64_t job_id, account_id;
+    uint64_t connect_timeout_ms, timeout_ms;
+    char error[512];
+    void (*run)(pool_job_t *pj);                        /* thread pool */
+    void (*report)(pool_job_t *pj, worker_job_t *job);  /* loop thread */
+    void (*free_fn)(pool_job_t *pj);                    /* or NULL */
+};
+
+static void pool_job_free(pool_job_t *pj)
+{
+    if (pj->free_fn)
+        pj->free_fn(pj);
+    free(pj->conninfo);
+    free(pj->payload);
+    free(pj);
+}
+
+static void pool_job_abandon(worker_job_t *job)
+{
+    pool_job_t *pj = job->work;
+
+    pj->job = NULL;
+    job->work = NULL;
+    job->abandon = NULL;
+}
+
+static void pool_job_work_cb(uv_work_t *req)
+{
+    pool_job_t *pj = req->data;
+
+    pj->run(pj);
+}
+
+static void pool_job_after_cb(uv_work_t *req, int status)
+{
+    pool_job_t *pj = req->data;
+    worker_job_t *job = pj->job;
+
+    if (job != NULL) {
+        job->work = NULL;
+        job->abandon = NULL;
+        if (status != 0)
+            worker_job_finish(job, OSP_STORE_TEMPFAIL, uv_strerror(status));
+        else
+            pj->report(pj, job);
+    }
+    pool_job_free(pj);
+}
+
+/*
+ * Fill the common fields of pj (allocated by the caller, size bytes,
+ * zeroed) and queue it; on failure the job is finished and pj freed.
+ */
+static void pool_job_start(worker_job_t *job, pool_job_t *pj, const char *kind,
+                           uint64_t timeout_ms)
+{
+    int rc;
+
+    if (job->account_id < 0) {
+        char why[64];
+        snprintf(why, sizeof(why), "%s job without an account", kind);
+        pool_job_free(pj);
+        worker_job_finish(job, OSP_STORE_TEMPFAIL, why);
+        return;
+    }
+    pj->job = job;
+    pj->conninfo = osp_strdup(job->conf->conninfo);
+    pj->payload = osp_strdup(job->payload_json);
+    pj->job_id = job->id;
+    pj->account_id = job->account_id;
+    pj->connect_timeout_ms = job->conf->connect_timeout_ms;
+    pj->timeout_ms = timeout_ms;
+    pj->req.data = pj;
+    rc = uv_queue_work(job->loop, &pj->req, pool_job_work_cb, pool_job_after_cb);
+    if (rc != 0) {
+        pool_job_free(pj);
+        worker_job_finish(job, OSP_STORE_TEMPFAIL, uv_strerror(rc));
+        return;
+    }
+    job->work = pj;
+    job->abandon = pool_job_abandon;
+}
+
 /* ------------------------------------------------------------ release */
 
 /*
@@ -232,15 +329,11 @@ static void job_db_error(char *buf, size_t size, const char *what, PGconn *conn,
 enum release_outcome { RELEASE_SENT, RELEASE_ALREADY, RELEASE_GONE, RELEASE_FAILED };
 
 typedef struct release_work {
-    uv_work_t req;
-    worker_job_t *job;            /* NULL once the server abandoned it */
-    char *conninfo, *address, *helo, *payload;     /* owned copies */
-    int64_t job_id, account_id;
-    uint64_t connect_timeout_ms, timeout_ms;
+    pool_job_t base;              /* first */
+    char *address, *helo;         /* owned copies */
     enum release_outcome outcome;
     char qid[32], rcpt[320], state[32];
     char reply[256];              /* the server's answer to the message */
-    char error[512];
 } release_work_t;
 
 /* Peer text made printable for the log. */
@@ -318,7 +411,7 @@ static int release_cmd(release_smtp_t *c, release_work_t *w, const char *line, i
     int code;
 
     if (line != NULL && release_send_all(c, line, strlen(line)) < 0) {
-        snprintf(w->error, sizeof(w->error), "smtp %s: write failed: %s",
+        snprintf(w->base.error, sizeof(w->base.error), "smtp %s: write failed: %s",
                  w->address, strerror(errno));
         return -1;
     }
@@ -331,10 +424,10 @@ static int release_cmd(release_smtp_t *c, release_work_t *w, const char *line, i
         release_printable(reply);
         release_printable(cmd);
         if (code < 0)
-            snprintf(w->error, sizeof(w->error), "smtp %s: after %s: no valid reply (%s)",
+            snprintf(w->base.error, sizeof(w->base.error), "smtp %s: after %s: no valid reply (%s)",
                      w->address, cmd, errno ? strerror(errno) : "connection closed");
         else
-            snprintf(w->error, sizeof(w->error), "smtp %s: after %s: %s", w->address, cmd,
+            snprintf(w->base.error, sizeof(w->base.error), "smtp %s: after %s: %s", w->address, cmd,
                      reply);
         return -1;
     }
@@ -370,12 +463,12 @@ static int release_connect(release_smtp_t *c, release_work_t *w)
     hints.ai_socktype = SOCK_STREAM;
     rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0) {
-        snprintf(w->error, sizeof(w->error), "worker_release_address %s: %s", a,
+        snprintf(w->base.error, sizeof(w->base.error), "worker_release_address %s: %s", a,
                  gai_strerror(rc));
         return -1;
     }
-    tv.tv_sec = (time_t)(w->timeout_ms / 1000);
-    tv.tv_usec = (suseconds_t)(w->timeout_ms % 1000) * 1000;
+    tv.tv_sec = (time_t)(w->base.timeout_ms / 1000);
+    tv.tv_usec = (suseconds_t)(w->base.timeout_ms % 1000) * 1000;
     c->fd = -1;
     for (ai = res; ai != NULL; ai = ai->ai_next) {
         c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
@@ -385,14 +478,14 @@ static int release_connect(release_smtp_t *c, release_work_t *w)
         setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
         if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) == 0)
             break;
-        snprintf(w->error, sizeof(w->error), "smtp %s: cannot connect: %s", a, strerror(errno));
+        snprintf(w->base.error, sizeof(w->base.error), "smtp %s: cannot connect: %s", a, strerror(errno));
         close(c->fd);
         c->fd = -1;
     }
     freeaddrinfo(res);
     return c->fd < 0 ? -1 : 0;
 bad:
-    snprintf(w->error, sizeof(w->error),
+    snprintf(w->base.error, sizeof(w->base.error),
              "worker_release_address \"%s\": expected host:port or [address]:port", a);
     return -1;
 }
@@ -460,7 +553,7 @@ static int release_smtp_send(release_work_t *w, const char *sender, const char *
     int rc = -1;
 
     if (!release_address_ok(sender, true) || !release_address_ok(rcpt, false)) {
-        snprintf(w->error, sizeof(w->error), "invalid envelope address (sender or recipient)");
+        snprintf(w->base.error, sizeof(w->base.error), "invalid envelope address (sender or recipient)");
         return -1;
     }
     memset(&c, 0, sizeof(c));
@@ -484,7 +577,7 @@ static int release_smtp_send(release_work_t *w, const char *sender, const char *
         goto out;
     data = release_data(body, len, &dlen);
     if (release_send_all(&c, data, dlen) < 0) {
-        snprintf(w->error, sizeof(w->error), "smtp %s: write failed: %s", w->address,
+        snprintf(w->base.error, sizeof(w->base.error), "smtp %s: write failed: %s", w->address,
                  strerror(errno));
         free(data);
         goto out;
@@ -503,28 +596,28 @@ out:
 static void release_db_error(release_work_t *w, const char *what, PGconn *conn,
                              const PGresult *res)
 {
-    job_db_error(w->error, sizeof(w->error), what, conn, res);
+    job_db_error(w->base.error, sizeof(w->base.error), what, conn, res);
 }
 
 /* Thread pool: the whole release (see above). */
-static void release_work_cb(uv_work_t *req)
+static void release_work(pool_job_t *pj)
 {
-    release_work_t *w = req->data;
+    release_work_t *w = (release_work_t *)pj;
     char acct[32], jid[32];
     const char *p[5];
     PGconn *conn;
     PGresult *res = NULL;
 
     w->outcome = RELEASE_FAILED;
-    snprintf(acct, sizeof(acct), "%" PRId64, w->account_id);
-    snprintf(jid, sizeof(jid), "%" PRId64, w->job_id);
-    conn = job_pg_connect(w->conninfo, "osprey-worker release", w->connect_timeout_ms,
-                          w->timeout_ms);
+    snprintf(acct, sizeof(acct), "%" PRId64, w->base.account_id);
+    snprintf(jid, sizeof(jid), "%" PRId64, w->base.job_id);
+    conn = job_pg_connect(w->base.conninfo, "osprey-worker release", w->base.connect_timeout_ms,
+                          w->base.timeout_ms);
     if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
         release_db_error(w, "connect", conn, NULL);
         goto out;
     }
-    p[0] = w->payload;
+    p[0] = w->base.payload;
     p[1] = acct;
     res = PQexecParams(conn,
                        "SELECT q.id::text, q.sender, q.recipient, q.release_state, b.body,"
@@ -598,94 +691,56 @@ out:
         PQfinish(conn);
 }
 
-static void release_work_free(release_work_t *w)
+
+
+static void release_report(pool_job_t *pj, worker_job_t *job)
 {
-    free(w->conninfo);
+    release_work_t *w = (release_work_t *)pj;
+
+    switch (w->outcome) {
+    case RELEASE_SENT:
+        osp_info("job=%" PRId64 " kind=release quarantine_id=%s to=<%s> action=released "
+                 "relay=%s reply=\"%s\"", job->id, w->qid, w->rcpt, w->address, w->reply);
+        worker_job_finish(job, OSP_STORE_OK, NULL);
+        break;
+    case RELEASE_ALREADY:
+        osp_info("job=%" PRId64 " kind=release quarantine_id=%s action=none "
+                 "reason=\"already released\"", job->id, w->qid);
+        worker_job_finish(job, OSP_STORE_OK, NULL);
+        break;
+    case RELEASE_GONE:
+        osp_warn("job=%" PRId64 " kind=release quarantine_id=%s action=none "
+                 "reason=\"message %s\"", job->id, w->qid[0] ? w->qid : "?",
+                 strcmp(w->state, "gone") == 0 ? "deleted, expired or not of this account"
+                                               : w->state);
+        worker_job_finish(job, OSP_STORE_OK, NULL);
+        break;
+    case RELEASE_FAILED:
+        worker_job_finish(job, OSP_STORE_TEMPFAIL, pj->error[0] ? pj->error : "failed");
+        break;
+    default:
+        osp_panic("release: outcome %d", (int)w->outcome);
+    }
+}
+
+static void release_free(pool_job_t *pj)
+{
+    release_work_t *w = (release_work_t *)pj;
+
     free(w->address);
     free(w->helo);
-    free(w->payload);
-    free(w);
-}
-
-static void release_abandon(worker_job_t *job)
-{
-    release_work_t *w = job->work;
-
-    w->job = NULL;
-    job->work = NULL;
-    job->abandon = NULL;
-}
-
-static void release_after_cb(uv_work_t *req, int status)
-{
-    release_work_t *w = req->data;
-    worker_job_t *job = w->job;
-
-    if (job == NULL) {
-        release_work_free(w);
-        return;
-    }
-    job->work = NULL;
-    job->abandon = NULL;
-    if (status != 0) {
-        worker_job_finish(job, OSP_STORE_TEMPFAIL, uv_strerror(status));
-    } else {
-        switch (w->outcome) {
-        case RELEASE_SENT:
-            osp_info("job=%" PRId64 " kind=release quarantine_id=%s to=<%s> action=released "
-                     "relay=%s reply=\"%s\"", job->id, w->qid, w->rcpt, w->address, w->reply);
-            worker_job_finish(job, OSP_STORE_OK, NULL);
-            break;
-        case RELEASE_ALREADY:
-            osp_info("job=%" PRId64 " kind=release quarantine_id=%s action=none "
-                     "reason=\"already released\"", job->id, w->qid);
-            worker_job_finish(job, OSP_STORE_OK, NULL);
-            break;
-        case RELEASE_GONE:
-            osp_warn("job=%" PRId64 " kind=release quarantine_id=%s action=none "
-                     "reason=\"message %s\"", job->id, w->qid[0] ? w->qid : "?",
-                     strcmp(w->state, "gone") == 0 ? "deleted, expired or not of this account"
-                                                   : w->state);
-            worker_job_finish(job, OSP_STORE_OK, NULL);
-            break;
-        case RELEASE_FAILED:
-            worker_job_finish(job, OSP_STORE_TEMPFAIL, w->error[0] ? w->error : "failed");
-            break;
-        default:
-            osp_panic("release: outcome %d", (int)w->outcome);
-        }
-    }
-    release_work_free(w);
 }
 
 static void job_release_start(worker_job_t *job)
 {
-    release_work_t *w;
-    int rc;
+    release_work_t *w = osp_calloc(1, sizeof(*w));
 
-    if (job->account_id < 0) {
-        worker_job_finish(job, OSP_STORE_TEMPFAIL, "release job without an account");
-        return;
-    }
-    w = osp_calloc(1, sizeof(*w));
-    w->job = job;
-    w->conninfo = osp_strdup(job->conf->conninfo);
     w->address = osp_strdup(job->conf->release_address);
     w->helo = osp_strdup(job->conf->release_helo);
-    w->payload = osp_strdup(job->payload_json);
-    w->job_id = job->id;
-    w->account_id = job->account_id;
-    w->connect_timeout_ms = job->conf->connect_timeout_ms;
-    w->timeout_ms = job->conf->release_timeout_ms;
-    w->req.data = w;
-    rc = uv_queue_work(job->loop, &w->req, release_work_cb, release_after_cb);
-    if (rc != 0) {
-        release_work_free(w);
-        worker_job_finish(job, OSP_STORE_TEMPFAIL, uv_strerror(rc));
-        return;
-    }
-    job->work = w;
-    job->abandon = release_abandon;
+    w->base.run = release_work;
+    w->base.report = release_report;
+    w->base.free_fn = release_free;
+    pool_job_start(job, &w->base, "release", job->conf->release_timeout_ms);
 }
 
 /* ------------------------------------------------------------ train */
@@ -712,16 +767,11 @@ static void job_release_start(worker_job_t *job)
 enum train_outcome { TRAIN_DONE, TRAIN_PERMANENT, TRAIN_FAILED };
 
 typedef struct train_work {
-    uv_work_t req;
-    worker_job_t *job;            /* NULL once the server abandoned it */
-    char *conninfo, *payload;     /* owned copies */
-    int64_t job_id, account_id;
-    uint64_t connect_timeout_ms, timeout_ms;
+    pool_job_t base;              /* first */
     enum train_outcome outcome;
     char qid[32], klass[8];
     char result[32];              /* osprey_bayes_train()'s answer */
     size_t ntokens;
-    char error[512];
 } train_work_t;
 
 static bool train_digits(const char *s)
@@ -739,7 +789,7 @@ static void train_permanent(train_work_t *w, PGconn *conn)
     PGresult *res;
 
     w->outcome = TRAIN_PERMANENT;
-    snprintf(jid, sizeof(jid), "%" PRId64, w->job_id);
+    snprintf(jid, sizeof(jid), "%" PRId64, w->base.job_id);
     res = PQexecParams(conn,
                        "UPDATE jobs SET max_attempts = least(max_attempts, attempts)"
                        " WHERE id = $1::bigint AND state = 'running'",
@@ -750,25 +800,25 @@ static void train_permanent(train_work_t *w, PGconn *conn)
 }
 
 /* Thread pool: the whole training (see above). */
-static void train_work_cb(uv_work_t *req)
+static void train_work(pool_job_t *pj)
 {
-    train_work_t *w = req->data;
+    train_work_t *w = (train_work_t *)pj;
     char acct[32], day[16];
     const char *p[4];
     PGconn *conn;
     PGresult *res = NULL;
 
     w->outcome = TRAIN_FAILED;
-    snprintf(acct, sizeof(acct), "%" PRId64, w->account_id);
-    conn = job_pg_connect(w->conninfo, "osprey-worker train", w->connect_timeout_ms,
-                          w->timeout_ms);
+    snprintf(acct, sizeof(acct), "%" PRId64, w->base.account_id);
+    conn = job_pg_connect(w->base.conninfo, "osprey-worker train", w->base.connect_timeout_ms,
+                          w->base.timeout_ms);
     if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
-        job_db_error(w->error, sizeof(w->error), "connect", conn, NULL);
+        job_db_error(w->base.error, sizeof(w->base.error), "connect", conn, NULL);
         goto out;
     }
     /* The payload's fields as text, checked here, so that a bad payload is
      * a clear permanent error rather than a failing cast. */
-    p[0] = w->payload;
+    p[0] = w->base.payload;
     res = PQexecParams(conn,
                        "SELECT coalesce(j->>'quarantine_id', ''), coalesce(j->>'class', ''),"
                        " coalesce(j->>'account_id', ''), coalesce(j->>'day', '')"
@@ -778,13 +828,13 @@ static void train_work_cb(uv_work_t *req)
         const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 
         if (state != NULL && strncmp(state, "22", 2) == 0) {      /* data exception */
-            snprintf(w->error, sizeof(w->error), "payload is not JSON");
+            snprintf(w->base.error, sizeof(w->base.error), "payload is not JSON");
             PQclear(res);
             res = NULL;
             train_permanent(w, conn);
             goto out;
         }
-        job_db_error(w->error, sizeof(w->error), "payload", conn, res);
+        job_db_error(w->base.error, sizeof(w->base.error), "payload", conn, res);
         goto out;
     }
     snprintf(w->qid, sizeof(w->qid), "%s", PQgetvalue(res, 0, 0));
@@ -794,7 +844,7 @@ static void train_work_cb(uv_work_t *req)
         (strcmp(w->klass, "spam") != 0 && strcmp(w->klass, "ham") != 0) ||
         (*PQgetvalue(res, 0, 2) != '\0' && strcmp(PQgetvalue(res, 0, 2), acct) != 0) ||
         (*day != '\0' && (strlen(day) != 10 || strspn(day, "0123456789-") != 10))) {
-        snprintf(w->error, sizeof(w->error),
+        snprintf(w->base.error, sizeof(w->base.error),
                  "bad payload: expected quarantine_id (a number), class (spam or ham), "
                  "optionally account_id (%s) and day (YYYY-MM-DD)", acct);
         release_printable(w->qid);
@@ -819,11 +869,11 @@ static void train_work_cb(uv_work_t *req)
                        "                       WHERE r.id = $3::bigint))",
                        3, NULL, p, NULL, NULL, 1);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        job_db_error(w->error, sizeof(w->error), "read", conn, res);
+        job_db_error(w->base.error, sizeof(w->base.error), "read", conn, res);
         goto out;
     }
     if (PQntuples(res) == 0) {
-        snprintf(w->error, sizeof(w->error),
+        snprintf(w->base.error, sizeof(w->base.error),
                  "quarantine %s: no such message (deleted, expired or not of account %s)",
                  w->qid, acct);
         PQclear(res);
@@ -852,7 +902,7 @@ static void train_work_cb(uv_work_t *req)
         tr = PQexecParams(conn, OSP_BAYES_TRAIN_SQL, 4, NULL, p, NULL, NULL, 0);
         osp_buf_close(&arr);
         if (PQresultStatus(tr) != PGRES_TUPLES_OK || PQntuples(tr) != 1) {
-            job_db_error(w->error, sizeof(w->error), "osprey_bayes_train", conn, tr);
+            job_db_error(w->base.error, sizeof(w->base.error), "osprey_bayes_train", conn, tr);
             PQclear(tr);
             goto out;
         }
@@ -866,84 +916,39 @@ out:
         PQfinish(conn);
 }
 
-static void train_work_free(train_work_t *w)
+
+
+static void train_report(pool_job_t *pj, worker_job_t *job)
 {
-    free(w->conninfo);
-    free(w->payload);
-    free(w);
-}
+    train_work_t *w = (train_work_t *)pj;
 
-static void train_abandon(worker_job_t *job)
-{
-    train_work_t *w = job->work;
-
-    w->job = NULL;
-    job->work = NULL;
-    job->abandon = NULL;
-}
-
-static void train_after_cb(uv_work_t *req, int status)
-{
-    train_work_t *w = req->data;
-    worker_job_t *job = w->job;
-
-    if (job == NULL) {
-        train_work_free(w);
-        return;
+    switch (w->outcome) {
+    case TRAIN_DONE:
+        osp_info("job=%" PRId64 " kind=train quarantine_id=%s account=%" PRId64
+                 " class=%s tokens=%zu result=%s", job->id, w->qid, pj->account_id,
+                 w->klass, w->ntokens, w->result);
+        worker_job_finish(job, OSP_STORE_OK, NULL);
+        break;
+    case TRAIN_PERMANENT:
+        osp_warn("job=%" PRId64 " kind=train account=%" PRId64 " action=none "
+                 "reason=\"%s\" (not retried)", job->id, pj->account_id, pj->error);
+        worker_job_finish(job, OSP_STORE_TEMPFAIL, pj->error);
+        break;
+    case TRAIN_FAILED:
+        worker_job_finish(job, OSP_STORE_TEMPFAIL, pj->error[0] ? pj->error : "failed");
+        break;
+    default:
+        osp_panic("train: outcome %d", (int)w->outcome);
     }
-    job->work = NULL;
-    job->abandon = NULL;
-    if (status != 0) {
-        worker_job_finish(job, OSP_STORE_TEMPFAIL, uv_strerror(status));
-    } else {
-        switch (w->outcome) {
-        case TRAIN_DONE:
-            osp_info("job=%" PRId64 " kind=train quarantine_id=%s account=%" PRId64
-                     " class=%s tokens=%zu result=%s", job->id, w->qid, w->account_id,
-                     w->klass, w->ntokens, w->result);
-            worker_job_finish(job, OSP_STORE_OK, NULL);
-            break;
-        case TRAIN_PERMANENT:
-            osp_warn("job=%" PRId64 " kind=train account=%" PRId64 " action=none "
-                     "reason=\"%s\" (not retried)", job->id, w->account_id, w->error);
-            worker_job_finish(job, OSP_STORE_TEMPFAIL, w->error);
-            break;
-        case TRAIN_FAILED:
-            worker_job_finish(job, OSP_STORE_TEMPFAIL, w->error[0] ? w->error : "failed");
-            break;
-        default:
-            osp_panic("train: outcome %d", (int)w->outcome);
-        }
-    }
-    train_work_free(w);
 }
 
 static void job_train_start(worker_job_t *job)
 {
-    train_work_t *w;
-    int rc;
+    train_work_t *w = osp_calloc(1, sizeof(*w));
 
-    if (job->account_id < 0) {
-        worker_job_finish(job, OSP_STORE_TEMPFAIL, "train job without an account");
-        return;
-    }
-    w = osp_calloc(1, sizeof(*w));
-    w->job = job;
-    w->conninfo = osp_strdup(job->conf->conninfo);
-    w->payload = osp_strdup(job->payload_json);
-    w->job_id = job->id;
-    w->account_id = job->account_id;
-    w->connect_timeout_ms = job->conf->connect_timeout_ms;
-    w->timeout_ms = job->conf->query_timeout_ms;
-    w->req.data = w;
-    rc = uv_queue_work(job->loop, &w->req, train_work_cb, train_after_cb);
-    if (rc != 0) {
-        train_work_free(w);
-        worker_job_finish(job, OSP_STORE_TEMPFAIL, uv_strerror(rc));
-        return;
-    }
-    job->work = w;
-    job->abandon = train_abandon;
+    w->base.run = train_work;
+    w->base.report = train_report;
+    pool_job_start(job, &w->base, "train", job->conf->query_timeout_ms);
 }
 
 /* ------------------------------------------------------------ registry */
