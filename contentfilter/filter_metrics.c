@@ -24,6 +24,8 @@ enum {
     FM_ACC_INVALIDATIONS,
     FM_LOG_APPENDED, FM_LOG_COMMITTED, FM_LOG_JOURNALED, FM_LOG_LOST,
     FM_STORE_REQUESTS, FM_STORE_TEMPFAIL,
+    FM_BAYES_SCANS, FM_BAYES_DB_LOOKUPS, FM_BAYES_FAILURES, FM_BAYES_CACHE_HITS,
+    FM_BAYES_CACHE_MISSES, FM_BAYES_CACHE_EVICTIONS, FM_BAYES_LEARNED_SPAM, FM_BAYES_LEARNED_HAM,
     FM__COUNT
 };
 
@@ -33,10 +35,11 @@ struct filter_metrics {
     osp_store_t *st;
     osp_store_log_t *lw;
     filter_accounts_t *fa;
+    filter_bayes_t *fb;
     osp_metrics_t *reg;
     fm_counter_t counters[FM__COUNT];
     osp_gauge_t *sessions, *store_up, *breaker_open, *log_queued, *log_journal_pending,
-        *acc_entries;
+        *acc_entries, *bayes_entries;
 };
 
 static void fm_feed(fm_counter_t *c, uint64_t v)
@@ -69,6 +72,21 @@ static void fm_collect(osp_metrics_t *reg, void *ctx)
         fm_feed(&m->counters[FM_ACC_TEMPFAIL], a.tempfail);
         fm_feed(&m->counters[FM_ACC_INVALIDATIONS], a.invalidations);
         osp_gauge_set(m->acc_entries, (double)a.entries);
+    }
+    if (m->fb) {
+        filter_bayes_stats_t b;
+        filter_bayes_cache_stats_t c;
+        filter_bayes_stats(m->fb, &b);
+        filter_bayes_cache_stats(filter_bayes_cache(m->fb), &c);
+        fm_feed(&m->counters[FM_BAYES_SCANS], b.lookups);
+        fm_feed(&m->counters[FM_BAYES_DB_LOOKUPS], b.db_lookups);
+        fm_feed(&m->counters[FM_BAYES_FAILURES], b.failures);
+        fm_feed(&m->counters[FM_BAYES_LEARNED_SPAM], b.learned_spam);
+        fm_feed(&m->counters[FM_BAYES_LEARNED_HAM], b.learned_ham);
+        fm_feed(&m->counters[FM_BAYES_CACHE_HITS], c.hits);
+        fm_feed(&m->counters[FM_BAYES_CACHE_MISSES], c.misses);
+        fm_feed(&m->counters[FM_BAYES_CACHE_EVICTIONS], c.evictions);
+        osp_gauge_set(m->bayes_entries, (double)c.size);
     }
     if (m->lw) {
         osp_store_log_stats_t l;
@@ -126,6 +144,21 @@ static void fm_register(filter_metrics_t *m)
         { FM_STORE_REQUESTS, "osprey_filter_store_requests_total", "Database requests." },
         { FM_STORE_TEMPFAIL, "osprey_filter_store_failures_total",
           "Database requests that failed temporarily or were refused by the breaker." },
+        { FM_BAYES_SCANS, "osprey_filter_bayes_lookups_total",
+          "Bayes classifications asked for (one per message and account)." },
+        { FM_BAYES_DB_LOOKUPS, "osprey_filter_bayes_db_lookups_total",
+          "Token lookups that went to the database (cache misses)." },
+        { FM_BAYES_FAILURES, "osprey_filter_bayes_failures_total",
+          "Token lookups that failed (the message was scanned without Bayes)." },
+        { FM_BAYES_CACHE_HITS, "osprey_filter_bayes_cache_hits_total", "Tokens found in the cache." },
+        { FM_BAYES_CACHE_MISSES, "osprey_filter_bayes_cache_misses_total",
+          "Tokens not in the cache, or expired." },
+        { FM_BAYES_CACHE_EVICTIONS, "osprey_filter_bayes_cache_evictions_total",
+          "Tokens evicted from the full cache (least recently used)." },
+        { FM_BAYES_LEARNED_SPAM, "osprey_filter_bayes_autolearn_spam_total",
+          "Messages autolearned as spam." },
+        { FM_BAYES_LEARNED_HAM, "osprey_filter_bayes_autolearn_ham_total",
+          "Messages autolearned as ham." },
     };
     size_t i;
 
@@ -143,6 +176,8 @@ static void fm_register(filter_metrics_t *m)
                                                "1 while a journal waits to be replayed.");
     m->acc_entries = osp_metrics_gauge(m->reg, "osprey_filter_account_cache_entries",
                                        "Recipients in the settings cache.");
+    m->bayes_entries = osp_metrics_gauge(m->reg, "osprey_filter_bayes_cache_entries",
+                                         "(account, token) counts in the Bayes cache.");
     osp_metrics_set_collect(m->reg, fm_collect, m);
 }
 
@@ -173,6 +208,12 @@ void filter_metrics_set_log(filter_metrics_t *m, struct osp_store_log *lw)
         m->lw = lw;
 }
 
+void filter_metrics_set_bayes(filter_metrics_t *m, filter_bayes_t *fb)
+{
+    if (m)
+        m->fb = fb;
+}
+
 void filter_metrics_detach(filter_metrics_t *m)
 {
     if (m == NULL)
@@ -180,6 +221,7 @@ void filter_metrics_detach(filter_metrics_t *m)
     m->st = NULL;
     m->lw = NULL;
     m->fa = NULL;
+    m->fb = NULL;
 }
 
 void filter_metrics_close(filter_metrics_t *m)

@@ -21,6 +21,7 @@
 #include <uv.h>
 
 #include "filter_accounts.h"
+#include "filter_bayes.h"
 #include "filter_server.h"
 
 struct osp_store;
@@ -34,7 +35,9 @@ filter_metrics_t *filter_metrics_create(uv_loop_t *loop, const char *listen,
                                         char *err, size_t errsize);
 /* The message log writer, once it exists (NULL m is fine). */
 void filter_metrics_set_log(filter_metrics_t *m, struct osp_store_log *lw);
-/* Forget the store, log writer and account cache (they are being freed). */
+/* The Bayes classifier, when filter_bayes is on (NULL m is fine). */
+void filter_metrics_set_bayes(filter_metrics_t *m, filter_bayes_t *fb);
+/* Forget the store, log writer, account cache and Bayes (they are being freed). */
 void filter_metrics_detach(filter_metrics_t *m);
 void filter_metrics_close(filter_metrics_t *m);
 

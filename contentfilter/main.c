@@ -221,6 +221,7 @@ int main(int argc, char **argv)
         main_server->msglog = main_msglog;
         filter_metrics_set_log(main_metrics, main_msglog);
     }
+    filter_metrics_set_bayes(main_metrics, main_bayes);
 
     uv_signal_init(&loop, &main_sigterm);
     uv_signal_init(&loop, &main_sigint);

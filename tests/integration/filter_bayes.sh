@@ -17,7 +17,7 @@ osp_require root postfix swaks python3
 osp_timeout "${OSP_TEST_TIMEOUT:-150}"
 [ -n "$(_osp_pg_find_bindir)" ] && id postgres >/dev/null 2>&1 ||
     tap_skip_all "no PostgreSQL server installed"
-tap_plan 29
+tap_plan 30
 
 ctl=$OSP_TOP_BUILDDIR/ospreyctl
 [ -x "$FILTER_BIN" ] || osp_die "no $FILTER_BIN (build first)"
@@ -118,6 +118,11 @@ ok "delivered copy: X-Spam-Bayes prob=$p < 0.1 and X-Spam-Status: No" \
     eval 'awk -v p="${p:-1}" "BEGIN { exit !(p < 0.1) }" && grep -q "^X-Spam-Status: No, score=-1.0" "$f"'
 ok "the filter logs bayes= for each recipient" \
     grep -q "to=<deliver@example.com> action=deliver verdict=deliver score=-1.0 bayes=0\.0" "$FILTER_LOG"
+metric() { curl -sf "http://127.0.0.1:$FILTER_METRICS_PORT/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
+ok "metrics: Bayes lookups and database token lookups are counted" \
+    eval '[ "$(metric osprey_filter_bayes_lookups_total)" -ge 2 ] &&
+        [ "$(metric osprey_filter_bayes_db_lookups_total)" -ge 1 ] &&
+        [ "$(metric osprey_filter_bayes_cache_entries)" -ge 1 ]'
 
 # ---- per-user statistics with the global prior.  Account $acct has voted
 # garden news spam; everyone else has seen as much of it as ham, so
