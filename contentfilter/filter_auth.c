@@ -151,8 +151,17 @@ int filter_auth_create_from_config(const osp_config_t *cfg, filter_scanner_t *s_
     c.dns_timeout_s = (unsigned)((osp_config_duration_ms(cfg, "filter_auth_dns_timeout") + 999) / 1000);
     c.psl_file = osp_config_str(cfg, "filter_auth_public_suffix_list");
     if (*c.psl_file && access(c.psl_file, R_OK) != 0) {
-        osp_buf_printf(err, "filter_auth_public_suffix_list: %s: %s", c.psl_file, strerror(errno));
-        return -1;
+        /* Named by the admin: an error.  The default (Debian's publicsuffix
+         * package) missing: DMARC falls back to the last two labels. */
+        if (osp_config_is_set(cfg, "filter_auth_public_suffix_list")) {
+            osp_buf_printf(err, "filter_auth_public_suffix_list: %s: %s", c.psl_file,
+                           strerror(errno));
+            return -1;
+        }
+        osp_warn("filter_auth_public_suffix_list: %s: %s; DMARC organisational domains "
+                 "use the last two labels (install the publicsuffix package)", c.psl_file,
+                 strerror(errno));
+        c.psl_file = "";
     }
     s = osp_config_str(cfg, "filter_dmarc_score");
     errno = 0;
