@@ -446,9 +446,12 @@ static void policyd_eval__default_done(policyd_eval_t *ev, bool used)
         fn(ev->default_arg, used);
 }
 
+static void policyd__lists_put(policyd_lists_t **lp);
+
 static void policyd_eval__finish(policyd_eval_t *ev)
 {
     ev->active = false;
+    policyd__lists_put(&ev->lists);
     if (ev->default_action[0]) {
         bool used = !ev->decided;
         if (used) {
@@ -593,6 +596,7 @@ void policyd_eval_cancel(policyd_eval_t *ev)
         }
     }
     ev->pending = 0;
+    policyd__lists_put(&ev->lists);
     policyd_eval__default_done(ev, false);
 }
 
@@ -633,7 +637,7 @@ static enum policyd_step policyd__client_list(policyd_eval_t *ev, const policyd_
     return POLICYD_STOP;
 }
 
-/* A reference to the current lists (for one check); policyd__lists_put drops it. */
+/* A reference to the current lists; policyd__lists_put drops it. */
 static policyd_lists_t *policyd__lists_get(const policyd_checks_t *c)
 {
     pthread_mutex_t *mu = (pthread_mutex_t *)&c->lists_mu;
@@ -644,6 +648,14 @@ static policyd_lists_t *policyd__lists_get(const policyd_checks_t *c)
     atomic_fetch_add(&l->refs, 1);
     pthread_mutex_unlock(mu);
     return l;
+}
+
+/* The request's lists: one reference per evaluation, however many list checks run. */
+static const policyd_lists_t *policyd__eval_lists(policyd_eval_t *ev)
+{
+    if (ev->lists == NULL)
+        ev->lists = policyd__lists_get(ev->checks);
+    return ev->lists;
 }
 
 static void policyd__lists_put(policyd_lists_t **lp)
@@ -665,23 +677,18 @@ static void policyd__lists_put(policyd_lists_t **lp)
 static enum policyd_step policyd__check_client_allow(policyd_eval_t *ev, void *ctx)
 {
     const policyd_checks_t *c = ctx;
-    policyd_lists_t *l = policyd__lists_get(c);
-    enum policyd_step st = policyd__client_list(ev, &l->client_allow, "client_allow",
-                                                c->allow_action, true);
+    const policyd_lists_t *l = policyd__eval_lists(ev);
 
-    policyd__lists_put(&l);
-    return st;
+    return policyd__client_list(ev, &l->client_allow, "client_allow", c->allow_action, true);
 }
 
 static enum policyd_step policyd__check_client_block(policyd_eval_t *ev, void *ctx)
 {
     const policyd_checks_t *c = ctx;
-    policyd_lists_t *l = policyd__lists_get(c);
-    enum policyd_step st = policyd__client_list(ev, &l->client_block, "client_block",
-                                                c->client_block_action, false);
+    const policyd_lists_t *l = policyd__eval_lists(ev);
 
-    policyd__lists_put(&l);
-    return st;
+    return policyd__client_list(ev, &l->client_block, "client_block",
+                                c->client_block_action, false);
 }
 
 static enum policyd_step policyd__addr_list(policyd_eval_t *ev, const policyd_addrlist_t *l,
@@ -711,45 +718,37 @@ static enum policyd_step policyd__addr_list(policyd_eval_t *ev, const policyd_ad
 static enum policyd_step policyd__check_sender_allow(policyd_eval_t *ev, void *ctx)
 {
     const policyd_checks_t *c = ctx;
-    policyd_lists_t *l = policyd__lists_get(c);
-    enum policyd_step st = policyd__addr_list(ev, l->sender_allow, POLICY_A_SENDER,
-                                              "sender_allow", c->allow_action, true);
+    const policyd_lists_t *l = policyd__eval_lists(ev);
 
-    policyd__lists_put(&l);
-    return st;
+    return policyd__addr_list(ev, l->sender_allow, POLICY_A_SENDER, "sender_allow",
+                              c->allow_action, true);
 }
 
 static enum policyd_step policyd__check_sender_block(policyd_eval_t *ev, void *ctx)
 {
     const policyd_checks_t *c = ctx;
-    policyd_lists_t *l = policyd__lists_get(c);
-    enum policyd_step st = policyd__addr_list(ev, l->sender_block, POLICY_A_SENDER,
-                                              "sender_block", c->sender_block_action, false);
+    const policyd_lists_t *l = policyd__eval_lists(ev);
 
-    policyd__lists_put(&l);
-    return st;
+    return policyd__addr_list(ev, l->sender_block, POLICY_A_SENDER, "sender_block",
+                              c->sender_block_action, false);
 }
 
 static enum policyd_step policyd__check_recipient_allow(policyd_eval_t *ev, void *ctx)
 {
     const policyd_checks_t *c = ctx;
-    policyd_lists_t *l = policyd__lists_get(c);
-    enum policyd_step st = policyd__addr_list(ev, l->recipient_allow, POLICY_A_RECIPIENT,
-                                              "recipient_allow", c->allow_action, true);
+    const policyd_lists_t *l = policyd__eval_lists(ev);
 
-    policyd__lists_put(&l);
-    return st;
+    return policyd__addr_list(ev, l->recipient_allow, POLICY_A_RECIPIENT, "recipient_allow",
+                              c->allow_action, true);
 }
 
 static enum policyd_step policyd__check_recipient_block(policyd_eval_t *ev, void *ctx)
 {
     const policyd_checks_t *c = ctx;
-    policyd_lists_t *l = policyd__lists_get(c);
-    enum policyd_step st = policyd__addr_list(ev, l->recipient_block, POLICY_A_RECIPIENT,
-                                              "recipient_block", c->recipient_block_action, false);
+    const policyd_lists_t *l = policyd__eval_lists(ev);
 
-    policyd__lists_put(&l);
-    return st;
+    return policyd__addr_list(ev, l->recipient_block, POLICY_A_RECIPIENT, "recipient_block",
+                              c->recipient_block_action, false);
 }
 
 static enum policyd_step policyd__check_helo(policyd_eval_t *ev, void *ctx)

@@ -109,6 +109,9 @@ struct policyd_eval {
     const char *default_check;
     policyd_default_fn default_done;
     void *default_arg;
+    /* The list snapshot this request uses: referenced once, by the first
+     * list check, and dropped when the evaluation ends or is cancelled. */
+    struct policyd_lists *lists;
 };
 
 /*
