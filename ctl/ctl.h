@@ -96,6 +96,13 @@ int ctl_pg_account(ctl_pg_t *pg, const char *spec, char id_r[32]);
 int ctl_pg_audit(ctl_pg_t *pg, const char *account_id, const char *action,
                  const char *object_type, const char *object_id, const char *details_json);
 void ctl_pg_print_table(const PGresult *res);
+/*
+ * "CMD [FLAG ACCOUNT]": run sql with $1 = that account's id ("" without
+ * the flag) and print the table.  Usage on stderr and 2 for other
+ * arguments.
+ */
+int ctl_pg_list_query(ctl_pg_t *pg, int argc, char **argv, const char *flag,
+                      void (*usage)(FILE *out), const char *what, const char *sql);
 int ctl_pg_parse_limit(const char *s, long *n_r);
 /* As ctl_pg_account; spec NULL: the --as admin's own account, else the
  * root (0: global). */

@@ -133,34 +133,16 @@ usage:
 
 static int acct_list(ctl_pg_t *pg, int argc, char **argv)
 {
-    char pid[32] = "";
-    const char *p[1];
-    PGresult *res;
-
-    if (argc == 2 && strcmp(argv[0], "--parent") == 0) {
-        if (ctl_pg_account(pg, argv[1], pid) < 0)
-            return 1;
-    } else if (argc != 0) {
-        acct_usage(stderr);
-        return 2;
-    }
-    p[0] = pid;
-    res = ctl_pg_exec(pg, "account list",
-                      "SELECT a.id, coalesce(a.parent_id::text, '-') AS parent,"
-                      " CASE a.kind WHEN 'organisation' THEN 'client' ELSE a.kind END AS kind,"
-                      " repeat('  ', nlevel(a.path) - 1) || a.name AS name,"
-                      " (SELECT count(*) FROM domains d WHERE d.account_id = a.id) AS domains,"
-                      " (SELECT count(*) FROM addresses d WHERE d.account_id = a.id) AS addresses"
-                      " FROM accounts a"
-                      " WHERE $1 = '' OR a.path <@ (SELECT r.path FROM accounts r"
-                      "                             WHERE r.id = nullif($1, '')::bigint)"
-                      " ORDER BY a.path",
-                      1, p);
-    if (res == NULL)
-        return 1;
-    ctl_pg_print_table(res);
-    PQclear(res);
-    return 0;
+    return ctl_pg_list_query(pg, argc, argv, "--parent", acct_usage, "account list",
+        "SELECT a.id, coalesce(a.parent_id::text, '-') AS parent,"
+        " CASE a.kind WHEN 'organisation' THEN 'client' ELSE a.kind END AS kind,"
+        " repeat('  ', nlevel(a.path) - 1) || a.name AS name,"
+        " (SELECT count(*) FROM domains d WHERE d.account_id = a.id) AS domains,"
+        " (SELECT count(*) FROM addresses d WHERE d.account_id = a.id) AS addresses"
+        " FROM accounts a"
+        " WHERE $1 = '' OR a.path <@ (SELECT r.path FROM accounts r"
+        "                             WHERE r.id = nullif($1, '')::bigint)"
+        " ORDER BY a.path");
 }
 
 static int acct_show(ctl_pg_t *pg, int argc, char **argv)
@@ -517,31 +499,13 @@ usage:
 
 static int rule_list(ctl_pg_t *pg, int argc, char **argv)
 {
-    char id[32] = "";
-    const char *p[1];
-    PGresult *res;
-
-    if (argc == 2 && strcmp(argv[0], "--account") == 0) {
-        if (ctl_pg_account(pg, argv[1], id) < 0)
-            return 1;
-    } else if (argc != 0) {
-        rule_usage(stderr);
-        return 2;
-    }
-    p[0] = id;
-    res = ctl_pg_exec(pg, "rule list",
-                      "SELECT r.id, r.account_id AS account, r.name, r.priority, r.enabled,"
-                      " r.validated, length(r.source) AS bytes,"
-                      " to_char(r.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
-                      "   AS updated_utc"
-                      " FROM rules r WHERE $1 = '' OR r.account_id = nullif($1, '')::bigint"
-                      " ORDER BY r.account_id, r.priority DESC, r.name",
-                      1, p);
-    if (res == NULL)
-        return 1;
-    ctl_pg_print_table(res);
-    PQclear(res);
-    return 0;
+    return ctl_pg_list_query(pg, argc, argv, "--account", rule_usage, "rule list",
+        "SELECT r.id, r.account_id AS account, r.name, r.priority, r.enabled,"
+        " r.validated, length(r.source) AS bytes,"
+        " to_char(r.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+        "   AS updated_utc"
+        " FROM rules r WHERE $1 = '' OR r.account_id = nullif($1, '')::bigint"
+        " ORDER BY r.account_id, r.priority DESC, r.name");
 }
 
 static int rule_del(ctl_pg_t *pg, int argc, char **argv)

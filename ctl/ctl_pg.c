@@ -304,3 +304,26 @@ int ctl_pg_run(const osp_config_t *cfg, const char *group, const ctl_pg_sub_t *s
     ctl_pg_close(&pg);
     return status;
 }
+
+int ctl_pg_list_query(ctl_pg_t *pg, int argc, char **argv, const char *flag,
+                      void (*usage)(FILE *out), const char *what, const char *sql)
+{
+    char id[32] = "";
+    const char *p[1];
+    PGresult *res;
+
+    if (argc == 2 && strcmp(argv[0], flag) == 0) {
+        if (ctl_pg_account(pg, argv[1], id) < 0)
+            return 1;
+    } else if (argc != 0) {
+        usage(stderr);
+        return 2;
+    }
+    p[0] = id;
+    res = ctl_pg_exec(pg, what, sql, 1, p);
+    if (res == NULL)
+        return 1;
+    ctl_pg_print_table(res);
+    PQclear(res);
+    return 0;
+}
