@@ -13,6 +13,7 @@
 #include "osp_log.h"
 #include "osp_mem.h"
 #include "filter_server.h"
+#include "filter_milter.h"
 #include "filter_session.h"
 
 /* ---- configuration ----------------------------------------------------------- */
@@ -38,8 +39,9 @@ int filter_conf_load(const osp_config_t *cfg, filter_conf_t *conf, char *err, si
 
     memset(conf, 0, sizeof(*conf));
     conf->listen = osp_config_list(cfg, "filter_listen", &conf->nlisten);
-    if (conf->nlisten == 0) {
-        osp_snprintf(err, errsize, "filter_listen: no listener given");
+    conf->milter_listen = osp_config_list(cfg, "filter_milter_listen", &conf->nmilter_listen);
+    if (conf->nlisten == 0 && conf->nmilter_listen == 0) {
+        osp_snprintf(err, errsize, "filter_listen: no listener given (and no filter_milter_listen)");
         return -1;
     }
     conf->max_sessions = (unsigned)osp_config_int(cfg, "filter_max_sessions");
@@ -140,7 +142,8 @@ filter_server_t *filter_server_create(uv_loop_t *loop, const filter_conf_t *conf
     srv->defaults.spam_action = FILTER_ACTION_QUARANTINE;
     srv->defaults.source = FILTER_SETTINGS_DEFAULT;
     /* Listeners never move: a fixed array sized for the configuration. */
-    srv->listeners = osp_calloc(conf->nlisten ? conf->nlisten : 1, sizeof(*srv->listeners));
+    srv->listeners = osp_calloc(conf->nlisten + conf->nmilter_listen + 1,
+                                sizeof(*srv->listeners));
     return srv;
 }
 
@@ -161,6 +164,45 @@ void filter_server__session_gone(filter_server_t *srv, filter_session_t *sess, b
         srv->nrefused--;
 }
 
+void filter_server__milter_gone(filter_server_t *srv, filter_milter_t *m, bool counted)
+{
+    if (srv->milters == m) {
+        srv->milters = filter_milter_next(m);
+    } else {
+        filter_milter_t *p;
+        for (p = srv->milters; p && filter_milter_next(p) != m; p = filter_milter_next(p))
+            ;
+        if (p)
+            filter_milter_set_next(p, filter_milter_next(m));
+    }
+    if (counted)
+        srv->nsessions--;
+    else
+        srv->nrefused--;
+}
+
+/* A milter connection; beyond max_sessions it is closed (milter_default_action applies). */
+static void filter_server__accept_milter(filter_server_t *srv, uv_stream_t *ls, bool is_unix)
+{
+    filter_milter_t *m = filter_milter_create(srv, is_unix);
+    bool busy = srv->nsessions >= srv->conf->max_sessions;
+
+    filter_milter_set_next(m, srv->milters);
+    srv->milters = m;
+    if (busy) {
+        srv->nrefused++;
+        osp_warn("too many sessions (%u): closing a milter connection", srv->nsessions);
+    } else {
+        srv->nsessions++;
+    }
+    if (uv_accept(ls, filter_milter_stream(m)) < 0) {
+        filter_milter_start(m, true);
+        filter_milter_abort(m);
+        return;
+    }
+    filter_milter_start(m, busy);
+}
+
 static void filter_server__accept_cb(uv_stream_t *ls, int status)
 {
     filter_listener_t *l = ls->data;
@@ -174,6 +216,10 @@ static void filter_server__accept_cb(uv_stream_t *ls, int status)
     }
     if (srv->shutting_down)
         return;
+    if (l->milter) {
+        filter_server__accept_milter(srv, ls, l->is_unix);
+        return;
+    }
     sess = filter_session_create(srv, l->is_unix);
     filter_session_set_next(sess, srv->sessions);
     srv->sessions = sess;
@@ -200,23 +246,26 @@ static void filter_server__accept_cb(uv_stream_t *ls, int status)
     filter_session_start(sess, busy);
 }
 
-int filter_server_listen(filter_server_t *srv, const char *spec, char *err, size_t errsize)
+int filter_server_listen(filter_server_t *srv, const char *spec, bool milter, char *err,
+                         size_t errsize)
 {
+    const char *param = milter ? "filter_milter_listen" : "filter_listen";
     filter_listener_t *l;
     char host[4096];
     int port, rc;
     bool is_unix;
 
-    if (srv->nlisteners >= srv->conf->nlisten)
+    if (srv->nlisteners >= srv->conf->nlisten + srv->conf->nmilter_listen)
         osp_panic("filter_server_listen: more listeners than configured");
     if (filter_reinject_parse_target(spec, &is_unix, host, sizeof(host), &port) < 0) {
-        osp_snprintf(err, errsize, "filter_listen: bad listener \"%s\" "
-                     "(expected inet:ADDRESS:PORT or unix:/PATH)", spec);
+        osp_snprintf(err, errsize, "%s: bad listener \"%s\" "
+                     "(expected inet:ADDRESS:PORT or unix:/PATH)", param, spec);
         return -1;
     }
     l = &srv->listeners[srv->nlisteners];
     l->srv = srv;
     l->is_unix = is_unix;
+    l->milter = milter;
     if (is_unix) {
         struct stat st;
         uv_pipe_init(srv->loop, &l->h.pipe, 0);
@@ -232,7 +281,7 @@ int filter_server_listen(filter_server_t *srv, const char *spec, char *err, size
         if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
             uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
             uv_close(&l->h.handle, NULL);
-            osp_snprintf(err, errsize, "filter_listen: \"%s\" is not a numeric address", host);
+            osp_snprintf(err, errsize, "%s: \"%s\" is not a numeric address", param, host);
             srv->nlisteners++;
             srv->listeners_open++;
             return -1;
@@ -245,11 +294,11 @@ int filter_server_listen(filter_server_t *srv, const char *spec, char *err, size
     if (rc == 0)
         rc = uv_listen(&l->h.stream, 128, filter_server__accept_cb);
     if (rc < 0) {
-        osp_snprintf(err, errsize, "filter_listen: cannot listen on %s: %s", spec,
+        osp_snprintf(err, errsize, "%s: cannot listen on %s: %s", param, spec,
                      uv_strerror(rc));
         return -1;
     }
-    osp_info("listening on %s", spec);
+    osp_info("listening on %s%s", spec, milter ? " (milter)" : "");
     return 0;
 }
 
@@ -268,6 +317,13 @@ void filter_server_shutdown(filter_server_t *srv)
         next = filter_session_next(s);
         filter_session_abort(s);
     }
+    {
+        filter_milter_t *m, *mnext;
+        for (m = srv->milters; m; m = mnext) {
+            mnext = filter_milter_next(m);
+            filter_milter_abort(m);
+        }
+    }
     filter_reinject_shutdown(srv->reinject);
     osp_info("stopping: messages=%llu delivered=%llu quarantined=%llu discarded=%llu "
              "rejected=%llu tempfail=%llu",
@@ -282,7 +338,7 @@ void filter_server_free(filter_server_t **srvp)
 
     if (srv == NULL)
         return;
-    if (srv->sessions)
+    if (srv->sessions || srv->milters)
         osp_panic("filter_server_free: sessions still open");
     free(srv->listeners);
     free(srv);

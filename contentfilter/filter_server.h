@@ -40,6 +40,8 @@ enum filter_pause_stage {
 typedef struct filter_conf {
     const char *const *listen;      /* borrowed from the config */
     size_t nlisten;
+    const char *const *milter_listen;   /* borrowed: milter listeners */
+    size_t nmilter_listen;
     unsigned max_sessions;
     uint64_t size_limit;
     size_t memory_threshold;
@@ -84,6 +86,7 @@ typedef struct filter_listener {
         uv_pipe_t pipe;
     } h;
     bool is_unix;
+    bool milter;                    /* milter protocol, not SMTP/LMTP */
     struct filter_server *srv;
 } filter_listener_t;
 
@@ -100,6 +103,7 @@ typedef struct filter_server {
     size_t nlisteners;
     unsigned listeners_open;
     filter_session_t *sessions;     /* every live session (list) */
+    struct filter_milter *milters;  /* every live milter connection (list) */
     unsigned nsessions;             /* sessions being served */
     unsigned nrefused;              /* busy sessions saying 421 */
     uint64_t seq;                   /* session ids */
@@ -112,8 +116,12 @@ typedef struct filter_server {
 filter_server_t *filter_server_create(uv_loop_t *loop, const filter_conf_t *conf,
                                       filter_scan_t *scan, filter_quarantine_t *quarantine,
                                       filter_reinject_t *reinject);
-/* "inet:ADDR:PORT" or "unix:PATH"; 0, or -1 with err set (start-up error). */
-int filter_server_listen(filter_server_t *srv, const char *spec, char *err, size_t errsize);
+/*
+ * "inet:ADDR:PORT" or "unix:PATH", for SMTP/LMTP or (milter) the milter
+ * protocol; 0, or -1 with err set (start-up error).
+ */
+int filter_server_listen(filter_server_t *srv, const char *spec, bool milter, char *err,
+                         size_t errsize);
 /*
  * Stop accepting, drop every session (a message without a reply is
  * retried by Postfix), abort reinjection.  Handles close as the loop runs.
@@ -123,5 +131,7 @@ void filter_server_free(filter_server_t **srvp);
 
 /* For filter_session.c: a session is gone (after its last close). */
 void filter_server__session_gone(filter_server_t *srv, filter_session_t *sess, bool counted);
+/* For filter_milter.c: a milter connection is gone. */
+void filter_server__milter_gone(filter_server_t *srv, struct filter_milter *m, bool counted);
 
 #endif

@@ -15,6 +15,7 @@
 #include "osp_store.h"
 #include "filter_accounts.h"
 #include "filter_body.h"
+#include "filter_msg.h"
 #include "filter_proto.h"
 #include "filter_quarantine.h"
 #include "filter_reinject.h"
@@ -156,16 +157,6 @@ static void fs_reply(filter_session_t *sess, const char *fmt, ...)
     va_end(ap);
 }
 
-/* A printable copy of peer bytes for logging; caller frees. */
-static char *fs_printable(const char *s)
-{
-    osp_buf_t b;
-
-    osp_buf_init(&b, OSP_BUF_UNLIMITED);
-    osp_buf_append_printable(&b, s, strlen(s));
-    return osp_buf_steal(&b);
-}
-
 /* Decode xtext ("+HH"); the result is made printable for logs anyway. */
 static char *fs_xtext_decode(const char *s)
 {
@@ -205,15 +196,6 @@ static void fs_xfwd_clear(char **x)
 
 /* ---- transactions ------------------------------------------------------- */
 
-static void fs_scan_id(filter_server_t *srv, char *buf, size_t size)
-{
-    static uint32_t counter;
-
-    osp_snprintf(buf, size, "%08llX%05X%04X", (unsigned long long)time(NULL),
-                 (unsigned)getpid() & 0xFFFFF, (unsigned)(++counter & 0xFFFF));
-    (void)srv;
-}
-
 static filter_tx_t *fs_tx_create(filter_session_t *sess)
 {
     const filter_conf_t *conf = sess->srv->conf;
@@ -221,7 +203,7 @@ static filter_tx_t *fs_tx_create(filter_session_t *sess)
     int i;
 
     tx->sess = sess;
-    fs_scan_id(sess->srv, tx->scan_id, sizeof(tx->scan_id));
+    filter_scan_id_make(tx->scan_id, sizeof(tx->scan_id));
     filter_body_init(&tx->body, conf->memory_threshold, conf->temp_dir);
     filter_data_init(&tx->dec);
     osp_buf_init(&tx->headers, FS_SCAN_HEADERS_MAX);
@@ -236,7 +218,7 @@ static filter_tx_t *fs_tx_create(filter_session_t *sess)
     tx->helo = fs_xtext_decode(tx->xfwd[FILTER_XA_HELO] ? tx->xfwd[FILTER_XA_HELO] : "");
     {
         char *qid = fs_xtext_decode(tx->xfwd[FILTER_XA_IDENT] ? tx->xfwd[FILTER_XA_IDENT] : "");
-        char *pq = fs_printable(*qid ? qid : "NOQUEUE");
+        char *pq = filter_printable(*qid ? qid : "NOQUEUE");
         osp_snprintf(tx->log_id, sizeof(tx->log_id), "%s: %s", sess->id, pq);
         free(pq);
         free(qid);
@@ -575,9 +557,9 @@ static void fs_data_done(filter_session_t *sess)
         return;
     }
     {
-        char *from = fs_printable(tx->sender);
-        char *name = fs_printable(tx->client_name);
-        char *addr = fs_printable(tx->client_addr);
+        char *from = filter_printable(tx->sender);
+        char *name = filter_printable(tx->client_name);
+        char *addr = filter_printable(tx->client_addr);
         osp_info("%s: scan_id=%s from=<%s> size=%llu nrcpt=%zu client=%s[%s] proto=%s%s",
                  tx->log_id, tx->scan_id, from, (unsigned long long)tx->body.size, tx->nrcpt,
                  *name ? name : "unknown", *addr ? addr : "unknown",
@@ -602,7 +584,7 @@ static void fs_scan_done_cb(filter_scan_job_t *job, int status)
         return;
     }
     if (status < 0) {
-        char *why = fs_printable(job->result.error);
+        char *why = filter_printable(job->result.error);
         osp_warn("%s: scan_id=%s action=tempfail reason=scan failed: %s", tx->log_id,
                  tx->scan_id, why);
         fs_outcome_all(tx, 451, "4.3.0 Error: scan failed, try again later");
@@ -611,52 +593,6 @@ static void fs_scan_done_cb(filter_scan_job_t *job, int status)
         return;
     }
     fs_stage(sess, FILTER_PAUSE_AFTER_SCAN, fs_step_deliver);
-}
-
-/*
- * The unfolded value of the first header field NAME in the header section
- * (raw: not MIME-decoded), at most 998 bytes; caller frees.  NULL if absent.
- */
-static char *fs_header_value(const char *h, size_t len, const char *name)
-{
-    size_t nlen = strlen(name), i = 0;
-
-    while (i < len) {
-        size_t eol = i;
-        while (eol < len && h[eol] != '\n')
-            eol++;
-        if (eol - i > nlen && strncasecmp(h + i, name, nlen) == 0 && h[i + nlen] == ':') {
-            osp_buf_t v;
-            size_t j = i + nlen + 1;
-            osp_buf_init(&v, 998);
-            for (;;) {
-                for (; j < eol; j++)
-                    if (h[j] != '\r' && osp_buf_append_char(&v, h[j] == '\t' ? ' ' : h[j]) < 0)
-                        break;
-                /* continuation lines start with white space */
-                if (eol + 1 < len && (h[eol + 1] == ' ' || h[eol + 1] == '\t')) {
-                    j = eol + 1;
-                    eol = j;
-                    while (eol < len && h[eol] != '\n')
-                        eol++;
-                    continue;
-                }
-                break;
-            }
-            {
-                char *r = osp_buf_steal(&v), *p = r, *e;
-                while (*p == ' ')
-                    p++;
-                memmove(r, p, strlen(p) + 1);
-                e = r + strlen(r);
-                while (e > r && e[-1] == ' ')
-                    *--e = '\0';
-                return r;
-            }
-        }
-        i = eol + 1;
-    }
-    return NULL;
 }
 
 static void fs_step_scan_start(filter_session_t *sess);
@@ -698,9 +634,9 @@ static void fs_step_scan(filter_session_t *sess)
             off += (uint64_t)got;
         }
     }
-    tx->subject = fs_header_value(tx->headers.data ? tx->headers.data : "", tx->headers.len,
+    tx->subject = filter_header_value(tx->headers.data ? tx->headers.data : "", tx->headers.len,
                                   "Subject");
-    tx->message_id = fs_header_value(tx->headers.data ? tx->headers.data : "",
+    tx->message_id = filter_header_value(tx->headers.data ? tx->headers.data : "",
                                      tx->headers.len, "Message-ID");
     tx->rcpt_addrs = osp_calloc(tx->nrcpt, sizeof(*tx->rcpt_addrs));
     for (i = 0; i < tx->nrcpt; i++)
@@ -747,21 +683,6 @@ static void fs_step_scan_start(filter_session_t *sess)
         return;
     }
     tx->pending++;
-}
-
-/* Our header lines for one copy. */
-static void fs_build_headers(filter_tx_t *tx, osp_buf_t *out, bool spam,
-                             const filter_rcpt_settings_t *set, size_t ri)
-{
-    const filter_scan_result_t *res = &tx->job.result;
-    double score = filter_scan_rcpt_score(res, ri);   /* recipient ri's copy */
-
-    osp_buf_printf(out, "X-Osprey-Scan-Id: %s\r\n", tx->scan_id);
-    osp_buf_printf(out, "X-Spam-Score: %.1f\r\n", score);
-    osp_buf_printf(out, "X-Spam-Status: %s, score=%.1f tag=%.1f quarantine=%.1f\r\n",
-                   spam ? "Yes" : "No", score, set->tag_score, set->quarantine_score);
-    filter_scan_bayes_header(res, ri, out);
-    osp_buf_append(out, res->add_headers.data, res->add_headers.len);
 }
 
 static void fs_op_done(filter_session_t *sess)
@@ -834,20 +755,7 @@ static void fs_step_deliver(filter_session_t *sess)
     size_t i, gi;
 
     /* Each recipient's own thresholds (the account's, else the global ones). */
-    for (i = 0; i < tx->nrcpt; i++) {
-        const filter_rcpt_settings_t *set = &tx->settings[i];
-        double score = filter_scan_rcpt_score(res, i);
-        char why[64];
-        if (score >= set->quarantine_score) {
-            osp_snprintf(why, sizeof(why), "score %.1f >= %.1f", score,
-                         set->quarantine_score);
-            filter_scan_result_raise(res, i, set->spam_action, why);
-        }
-        if (score >= set->tag_score) {
-            osp_snprintf(why, sizeof(why), "score %.1f >= %.1f", score, set->tag_score);
-            filter_scan_result_raise(res, i, FILTER_ACTION_TAG, why);
-        }
-    }
+    filter_apply_thresholds(res, tx->settings);
     filter_route(res, sess->lmtp, routes);
     tx->groups = osp_calloc(tx->nrcpt, sizeof(*tx->groups));
     for (i = 0; i < tx->nrcpt; i++) {
@@ -902,7 +810,7 @@ static void fs_step_deliver(filter_session_t *sess)
             osp_snprintf(r->text, sizeof(r->text), "2.0.0 Ok: discarded as %s", tx->scan_id);
             break;
         case FILTER_ROUTE_REJECT: {
-            char *why = fs_printable(res->rcpt[i].reason);
+            char *why = filter_printable(res->rcpt[i].reason);
             r->code = 550;
             osp_snprintf(r->text, sizeof(r->text), "5.7.1 Message rejected%s%s",
                          *why ? ": " : "", why);
@@ -923,7 +831,7 @@ static void fs_step_deliver(filter_session_t *sess)
         if (g->n == 0)
             continue;
         g->tx = tx;
-        fs_build_headers(tx, &g->headers, g->tagged, g->set, g->map[0]);
+        filter_own_headers(tx->scan_id, res, g->map[0], g->tagged, g->set, &g->headers);
         memset(q, 0, sizeof(*q));
         q->log_id = tx->log_id;
         q->sender = tx->sender;
@@ -959,7 +867,8 @@ static void fs_step_deliver(filter_session_t *sess)
     if (tx->nq > 0) {
         filter_quarantine_req_t *q = &tx->qreq;
 
-        fs_build_headers(tx, &tx->qheaders, true, &tx->settings[tx->qmap[0]], tx->qmap[0]);
+        filter_own_headers(tx->scan_id, res, tx->qmap[0], true, &tx->settings[tx->qmap[0]],
+                           &tx->qheaders);
         memset(q, 0, sizeof(*q));
         q->scan_id = tx->scan_id;
         q->queue_id = tx->msg.queue_id;
@@ -1032,56 +941,6 @@ int filter_smtp_reply(const filter_outcome_t *o, size_t n, const char *ok_text, 
     return 451;
 }
 
-/* One message_log row for recipient i (never blocks; a refused row is counted). */
-static void fs_log_row(filter_tx_t *tx, size_t i, const char *action, int code)
-{
-    filter_server_t *srv = tx->sess->srv;
-    const fs_rcpt_t *r = &tx->rcpts[i];
-    osp_store_log_row_t row;
-    char delivery[512], rqid[64] = "";
-    const char *rules[2], *q;
-    char bayes[32];
-
-    memset(&row, 0, sizeof(row));
-    row.account_id = tx->settings ? tx->settings[i].account_id : -1;
-    row.queue_id = tx->msg.queue_id && *tx->msg.queue_id ? tx->msg.queue_id : NULL;
-    /* The reinjection smtpd's "250 2.0.0 Ok: queued as QUEUEID". */
-    if ((q = strstr(r->text, "queued as ")) != NULL) {
-        size_t n = strspn(q + 10, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
-        if (n > 0 && n < sizeof(rqid)) {
-            memcpy(rqid, q + 10, n);
-            rqid[n] = '\0';
-            row.reinject_queue_id = rqid;
-        }
-    }
-    row.message_id = tx->message_id;
-    row.client_address = *tx->client_addr ? tx->client_addr : NULL;
-    row.client_name = *tx->client_name ? tx->client_name : NULL;
-    row.helo = *tx->helo ? tx->helo : NULL;
-    row.sender = tx->sender;
-    row.recipient = r->addr;
-    row.subject = tx->subject;
-    row.size = (int64_t)tx->body.size;
-    row.score = tx->job_inited && tx->job.status == 0 ? filter_scan_rcpt_score(&tx->job.result, i)
-                                                      : NAN;
-    row.verdict = action;
-    if (tx->job_inited && i < tx->job.result.nrcpt && tx->job.result.rcpt[i].reason[0]) {
-        rules[0] = tx->job.result.rcpt[i].reason;
-        row.rules_hit = rules;
-        row.nrules_hit = 1;
-    }
-    if (tx->job_inited && tx->job.status == 0 && filter_scan_rcpt_bayes(&tx->job.result, i)) {
-        osp_snprintf(bayes, sizeof(bayes), "bayes=%.4f",
-                     filter_scan_rcpt_bayes(&tx->job.result, i)->prob);
-        rules[row.nrules_hit++] = bayes;
-        row.rules_hit = rules;
-    }
-    osp_snprintf(delivery, sizeof(delivery), "%d %s", code, r->text);
-    row.delivery = delivery;
-    if (osp_store_log_append(srv->msglog, &row) < 0)
-        srv->n_log_dropped++;
-}
-
 static void fs_step_reply(filter_session_t *sess)
 {
     filter_tx_t *tx = sess->tx;
@@ -1120,42 +979,27 @@ static void fs_step_reply(filter_session_t *sess)
         osp_buf_close(&ok);
         free(o);
     }
-    for (i = 0; i < tx->nrcpt; i++) {
-        const fs_rcpt_t *r = &tx->rcpts[i];
-        char *to = fs_printable(r->addr);
-        const char *action;
-        int eff = sess->lmtp ? r->code : smtp_code;
-        if (r->code / 100 != 2 || eff / 100 != 2) {
-            action = r->code / 100 == 5 || (eff / 100 == 5) ? "reject" : "tempfail";
-        } else {
-            action = filter_route_name(r->route);
+    {
+        filter_msg_info_t mi = {
+            .log_id = tx->log_id, .scan_id = tx->scan_id,
+            .queue_id = tx->xfwd[FILTER_XA_IDENT], .sender = tx->sender,
+            .client_addr = tx->client_addr, .client_name = tx->client_name, .helo = tx->helo,
+            .subject = tx->subject, .message_id = tx->message_id,
+            .size = tx->body.size, .delay_ms = delay,
+            .res = tx->job_inited && tx->job.status == 0 ? &tx->job.result : NULL,
+            .settings = tx->settings,
+        };
+        for (i = 0; i < tx->nrcpt; i++) {
+            const fs_rcpt_t *r = &tx->rcpts[i];
+            const char *action;
+            int eff = sess->lmtp ? r->code : smtp_code;
+            if (r->code / 100 != 2 || eff / 100 != 2)
+                action = r->code / 100 == 5 || (eff / 100 == 5) ? "reject" : "tempfail";
+            else
+                action = filter_route_name(r->route);
+            filter_msg_report(srv, &mi, i, r->addr, action, filter_route_name(r->route),
+                              eff ? eff : r->code, r->text);
         }
-        if (strcmp(action, "deliver") == 0 || strcmp(action, "tag") == 0)
-            srv->n_delivered++;
-        else if (strcmp(action, "quarantine") == 0)
-            srv->n_quarantined++;
-        else if (strcmp(action, "discard") == 0)
-            srv->n_discarded++;
-        else if (strcmp(action, "reject") == 0)
-            srv->n_rejected++;
-        else
-            srv->n_tempfail++;
-        {
-            const filter_bayes_answer_t *ba =
-                tx->job_inited && tx->job.status == 0 ? filter_scan_rcpt_bayes(&tx->job.result, i)
-                                                      : NULL;
-            char bayes[16] = "none";
-            if (ba)
-                osp_snprintf(bayes, sizeof(bayes), "%.4f", ba->prob);
-            osp_info("%s: scan_id=%s to=<%s> action=%s verdict=%s score=%.1f bayes=%s status=%d "
-                     "delay=%.3f reply=\"%s\"", tx->log_id, tx->scan_id, to, action,
-                     filter_route_name(r->route),
-                     tx->job_inited ? filter_scan_rcpt_score(&tx->job.result, i) : 0.0, bayes,
-                     eff ? eff : r->code, (double)delay / 1000.0, r->text);
-        }
-        free(to);
-        if (srv->msglog)
-            fs_log_row(tx, i, action, eff ? eff : r->code);
     }
     fs_resume(sess);
 }

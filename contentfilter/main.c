@@ -193,7 +193,10 @@ int main(int argc, char **argv)
     }
 
     for (i = 0; i < conf.nlisten; i++)
-        if (filter_server_listen(main_server, conf.listen[i], err, sizeof(err)) < 0)
+        if (filter_server_listen(main_server, conf.listen[i], false, err, sizeof(err)) < 0)
+            osp_fatal("%s", err);
+    for (i = 0; i < conf.nmilter_listen; i++)
+        if (filter_server_listen(main_server, conf.milter_listen[i], true, err, sizeof(err)) < 0)
             osp_fatal("%s", err);
     if (*conf.metrics_listen) {
         main_metrics = filter_metrics_create(&loop, conf.metrics_listen, main_server, main_store,

@@ -5,10 +5,11 @@
 #   Postfix reinjection smtpd -> queue -> smtp-sink
 # with (1) no content filter, (2) osprey-filter over LMTP (database
 # quarantine, account settings and message log on a private PostgreSQL),
-# (3) Rspamd as a milter on the same smtpd (sender -> smtpd + rspamd ->
-# queue -> smtp-sink: a milter scans before the queue, so Postfix queues
-# each message once), (4) amavisd-new + SpamAssassin (network tests off)
-# as the content filter.
+# (2b) osprey-filter as a milter (postfix-conf/main.cf.milter: the same
+# rules, database and log, scanned before the queue), (3) Rspamd as a
+# milter on the same smtpd (sender -> smtpd + milter -> queue -> smtp-sink:
+# a milter scans before the queue, so Postfix queues each message once),
+# (4) amavisd-new + SpamAssassin (network tests off) as the content filter.
 # osprey-filter scans every message with the shipped default rules.
 #
 #   bench/filter/run.sh [-n COUNT] [-s SESSIONS] [-R] [-A] [BUILD_DIR]   (as root)
@@ -216,6 +217,27 @@ osprey_pids() { echo "$FILTER_PID"; }
 run_one osprey osprey_pids
 [ "$have_pg" = 1 ] || NOTE[osprey]="spool quarantine, no database (PostgreSQL not installed)"
 filter_stop
+
+# ---- 2b: osprey-filter as a milter (before the queue, like Rspamd below),
+# configured with postfix-conf/main.cf.milter; same rules, database and log.
+MPORT=$(osp_free_port)
+echo "filter_milter_listen = inet:127.0.0.1:$MPORT" >>"$FILTER_DIR/osprey.conf"
+postconf -c "$OSP_POSTFIX_DIR" -X content_filter receive_override_options
+while IFS= read -r line; do
+    case $line in '#'* | '') continue ;; esac
+    postconf -c "$OSP_POSTFIX_DIR" -e "${line//:10029/:$MPORT}"
+done <"$top_srcdir/postfix-conf/main.cf.milter"
+postfix_reload
+if filter_start bench-milter; then
+    run_one osprey-milter osprey_pids
+    [ "$have_pg" = 1 ] || NOTE[osprey-milter]="spool quarantine, no database"
+    filter_stop
+else
+    NOTE[osprey-milter]="osprey-filter did not start with a milter listener"
+fi
+postconf -c "$OSP_POSTFIX_DIR" -X smtpd_milters non_smtpd_milters milter_default_action \
+    milter_end_of_data_macros milter_content_timeout
+postfix_reload
 
 # ---- 3: Rspamd as a milter (private instance, network checks off, no Bayes)
 # rspamd_conf DIR PORT DNSPORT WORKERS -- write the private configuration
@@ -434,20 +456,25 @@ fi
     echo "# $COUNT messages per configuration from $nfiles corpus files (avg $avg bytes)," \
         "$SESSIONS connections, $(nproc) CPUs; noisy: shared machine"
     echo "# load average at start: $LOAD0; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-    printf '%-10s %10s %16s %14s  %s\n' config "msg/s" "filter CPU ms/msg" "filter RSS MB" note
-    for n in none osprey rspamd amavisd; do
+    printf '%-14s %10s %16s %14s  %s\n' config "msg/s" "filter CPU ms/msg" "filter RSS MB" note
+    for n in none osprey osprey-milter rspamd amavisd; do
         [ -n "${RATE[$n]:-}${NOTE[$n]:-}" ] || continue
         rss=-
         [ -n "${RSS[$n]:-}" ] && [ "${RSS[$n]}" != 0 ] && rss=$(echo "scale=1; ${RSS[$n]} / 1024" | bc)
         [ "$n" = amavisd ] || [ "$n" = rspamd ] && [ -n "${RSSSUM[$n]:-}" ] && [ "${RSSSUM[$n]}" != 0 ] &&
             rss="$rss (sum $(echo "scale=0; ${RSSSUM[$n]} / 1024" | bc))"
-        printf '%-10s %10s %16s %14s  %s\n' "$n" "${RATE[$n]:--}" "${CPU[$n]:--}" "$rss" "${NOTE[$n]:-}"
+        printf '%-14s %10s %16s %14s  %s\n' "$n" "${RATE[$n]:--}" "${CPU[$n]:--}" "$rss" "${NOTE[$n]:-}"
     done
     if [ -n "${RATE[none]:-}" ] && [ -n "${RATE[osprey]:-}" ]; then
         echo "# osprey / none = $(echo "scale=0; 100 * ${RATE[osprey]} / ${RATE[none]}" | bc)% (target >= 40%)"
     fi
     if [ -n "${RATE[rspamd]:-}" ] && [ -n "${RATE[osprey]:-}" ]; then
-        echo "# osprey / rspamd = $(echo "scale=2; ${RATE[osprey]} / ${RATE[rspamd]}" | bc)x (target > 1x)"
+        echo "# osprey / rspamd = $(echo "scale=2; ${RATE[osprey]} / ${RATE[rspamd]}" | bc)x" \
+            "(after-queue against a milter)"
+    fi
+    if [ -n "${RATE[rspamd]:-}" ] && [ -n "${RATE[osprey-milter]:-}" ]; then
+        echo "# osprey-milter / rspamd = $(echo "scale=2; ${RATE[osprey-milter]} / ${RATE[rspamd]}" | bc)x" \
+            "(both milters; target > 1x)"
     fi
     if [ -n "${RATE[amavisd]:-}" ] && [ -n "${RATE[osprey]:-}" ]; then
         echo "# osprey / amavisd = $(echo "scale=1; ${RATE[osprey]} / ${RATE[amavisd]}" | bc)x (target >= 10x)"

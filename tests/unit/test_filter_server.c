@@ -30,6 +30,7 @@
 #include "osp_mem.h"
 #include "osp_prog.h"
 #include "../../contentfilter/filter.h"
+#include "../../contentfilter/filter_milter.h"
 #include "../../contentfilter/filter_server.h"
 
 /* ---- fake downstream smtpd ---------------------------------------------- */
@@ -151,6 +152,7 @@ static filter_quarantine_t *quarantine;
 static filter_reinject_t *reinject;
 static filter_server_t *server;
 static int filter_port;
+static int milter_port;
 static char qdir[] = "/tmp/osprey-test-q.XXXXXX";
 static char tdir[] = "/tmp/osprey-test-t.XXXXXX";
 
@@ -193,6 +195,7 @@ static int setup(void **state)
     assert_non_null(mkdtemp(qdir));
     assert_non_null(mkdtemp(tdir));
     filter_port = free_port();
+    milter_port = free_port();
 
     cfg = osp_config_create("filter", tables);
     osp_buf_init(&errors, 65536);
@@ -207,6 +210,8 @@ static int setup(void **state)
     overrides[n++] = osp_strdup(ov);
     overrides[n++] = osp_strdup("filter_static_rules=rcpt:quar@example.com:quarantine "
                                 "rcpt:drop@example.com:discard rcpt:rej@example.com:reject");
+    snprintf(ov, sizeof(ov), "filter_milter_listen=inet:127.0.0.1:%d", milter_port);
+    overrides[n++] = osp_strdup(ov);
     overrides[n++] = osp_strdup("filter_max_sessions=3");
     overrides[n++] = osp_strdup("filter_message_size_limit=64k");
     overrides[n++] = osp_strdup("filter_memory_threshold=4k");
@@ -234,7 +239,9 @@ static int setup(void **state)
     assert_non_null(reinject);
     server = filter_server_create(&loop, &conf, scan, quarantine, reinject);
     snprintf(ov, sizeof(ov), "inet:127.0.0.1:%d", filter_port);
-    assert_int_equal(filter_server_listen(server, ov, err, sizeof(err)), 0);
+    assert_int_equal(filter_server_listen(server, ov, false, err, sizeof(err)), 0);
+    snprintf(ov, sizeof(ov), "inet:127.0.0.1:%d", milter_port);
+    assert_int_equal(filter_server_listen(server, ov, true, err, sizeof(err)), 0);
     uv_async_init(&loop, &stop_async, stop_cb);
     pthread_create(&loop_thread, NULL, loop_main, NULL);
     return 0;
@@ -268,7 +275,7 @@ static int teardown(void **state)
 
 /* ---- the scripted client -------------------------------------------------- */
 
-static int client_connect(void)
+static int client_connect_to(int port)
 {
     struct sockaddr_in sa;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -276,11 +283,16 @@ static int client_connect(void)
 
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)filter_port);
+    sa.sin_port = htons((uint16_t)port);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     return fd;
+}
+
+static int client_connect(void)
+{
+    return client_connect_to(filter_port);
 }
 
 /* Read one (possibly multi-line) reply; returns its last line (static). */
@@ -508,6 +520,222 @@ static void test_spilled_body_reinjected(void **state)
     close(fd);
 }
 
+/* ---- milter ------------------------------------------------------------------ */
+
+static void mpkt(int fd, char cmd, const void *data, size_t len)
+{
+    osp_buf_t b;
+    ssize_t r;
+
+    osp_buf_init(&b, OSP_BUF_UNLIMITED);
+    filter_milter_put(&b, cmd, data, len);
+    r = write(fd, b.data, b.len);
+    assert_int_equal(r, (ssize_t)b.len);
+    osp_buf_close(&b);
+}
+
+/* NUL-separated strings "a\0b\0" given as "a|b|" */
+static void mpkt_s(int fd, char cmd, const char *bars)
+{
+    char buf[1024];
+    size_t i, n = strlen(bars);
+
+    assert_true(n < sizeof(buf));
+    for (i = 0; i < n; i++)
+        buf[i] = bars[i] == '|' ? '\0' : bars[i];
+    mpkt(fd, cmd, buf, n);
+}
+
+/* Read one packet: its command ('\0' at EOF) and data into buf. */
+static char mread(int fd, char *buf, size_t size, size_t *len_r)
+{
+    uint32_t n;
+    size_t got = 0;
+    char cmd;
+
+    if (recv(fd, &n, 4, MSG_WAITALL) != 4)
+        return '\0';
+    n = ntohl(n);
+    if (n == 0 || recv(fd, &cmd, 1, MSG_WAITALL) != 1)
+        return '\0';
+    n--;
+    assert_true(n < size);
+    if (n > 0)
+        got = (size_t)recv(fd, buf, n, MSG_WAITALL);
+    assert_int_equal(got, n);
+    buf[n] = '\0';
+    *len_r = n;
+    return cmd;
+}
+
+static int milter_open(uint32_t proto)
+{
+    int fd = client_connect_to(milter_port);
+    uint32_t v[3] = { htonl(6), htonl(0x1ff), htonl(proto) };
+    char buf[256];
+    size_t len;
+
+    mpkt(fd, 'O', v, sizeof(v));
+    assert_int_equal(mread(fd, buf, sizeof(buf), &len), 'O');
+    assert_int_equal(len, 12);
+    memcpy(v, buf, 12);
+    assert_int_equal(ntohl(v[0]), 6);
+    assert_int_equal(ntohl(v[1]) & 0x19, 0x19);   /* add/change headers, remove recipients */
+    assert_int_equal(ntohl(v[2]), proto & 0x1ff380u);
+    return fd;
+}
+
+/* One message through a negotiated connection (no NR flags: every event answered). */
+static void milter_message(int fd, const char *rcpts_bars, const char *subject)
+{
+    char buf[4096], rc[256], *r, *save = NULL;
+    size_t len;
+    static const char body[] = "hello\r\n.leading dot\r\n";
+
+    mpkt_s(fd, 'C', "client.example|4pp192.0.2.1|");
+    assert_int_equal(mread(fd, buf, sizeof(buf), &len), 'c');
+    mpkt_s(fd, 'M', "<sender@example.org>|");
+    assert_int_equal(mread(fd, buf, sizeof(buf), &len), 'c');
+    osp_strlcpy(rc, rcpts_bars, sizeof(rc));
+    for (r = strtok_r(rc, ",", &save); r; r = strtok_r(NULL, ",", &save)) {
+        char arg[128];
+        snprintf(arg, sizeof(arg), "<%s>|", r);
+        mpkt_s(fd, 'R', arg);
+        assert_int_equal(mread(fd, buf, sizeof(buf), &len), 'c');
+    }
+    mpkt_s(fd, 'D', "Ei|4711ABC|");
+    snprintf(buf, sizeof(buf), "Subject| %s|", subject);
+    mpkt_s(fd, 'L', buf);
+    assert_int_equal(mread(fd, buf, sizeof(buf), &len), 'c');
+    mpkt(fd, 'N', NULL, 0);
+    assert_int_equal(mread(fd, buf, sizeof(buf), &len), 'c');
+    mpkt(fd, 'B', body, sizeof(body) - 1);
+    assert_int_equal(mread(fd, buf, sizeof(buf), &len), 'c');
+    mpkt(fd, 'E', NULL, 0);
+}
+
+static void test_milter_verdicts(void **state)
+{
+    char buf[4096];
+    size_t len;
+    char cmd;
+    bool del_quar = false, ins_scan = false, ins_status = false;
+    int fd;
+
+    (void)state;
+    /* Postfix-like offer without "no reply" flags; leading space kept. */
+    fd = milter_open(0x100000u);
+    milter_message(fd, "deliver@example.com,quar@example.com", "two");
+    while ((cmd = mread(fd, buf, sizeof(buf), &len)) != 'c') {
+        assert_true(cmd == '-' || cmd == 'i');
+        if (cmd == '-' && strcmp(buf, "<quar@example.com>") == 0)
+            del_quar = true;
+        if (cmd == 'i' && strcmp(buf + 4, "X-Osprey-Scan-Id") == 0)
+            ins_scan = true;
+        if (cmd == 'i' && strcmp(buf + 4, "X-Spam-Status") == 0 &&
+            strncmp(buf + 4 + strlen("X-Spam-Status") + 1, " No, score=", 11) == 0)
+            ins_status = true;
+    }
+    assert_true(del_quar);
+    assert_true(ins_scan);
+    assert_true(ins_status);
+    /* The quarantined copy is in the spool, with Postfix's queue id (macro i). */
+    {
+        char cmdline[512];
+        snprintf(cmdline, sizeof(cmdline),
+                 "grep -l '^X-Osprey-Quarantine-Queue-Id: 4711ABC' %s/*.eml | "
+                 "xargs grep -q '^X-Osprey-Quarantine-Recipient: <quar@example.com>'", qdir);
+        assert_int_equal(system(cmdline), 0);
+    }
+    /* Everyone quarantined or discarded: the message is discarded. */
+    mpkt(fd, 'A', NULL, 0);
+    milter_message(fd, "quar@example.com,drop@example.com", "gone");
+    assert_int_equal(mread(fd, buf, sizeof(buf), &len), 'd');
+    /* Everyone rejected: 550 to the client. */
+    milter_message(fd, "rej@example.com", "no");
+    assert_int_equal(mread(fd, buf, sizeof(buf), &len), 'y');
+    assert_memory_equal(buf, "550 5.7.1", 9);
+    mpkt(fd, 'Q', NULL, 0);
+    assert_int_equal(mread(fd, buf, sizeof(buf), &len), '\0');
+    close(fd);
+}
+
+static void test_milter_bad_input(void **state)
+{
+    char buf[256];
+    size_t len;
+    uint32_t zero = 0, huge = htonl(FILTER_MILTER_PACKET_MAX + 1);
+    int fd, fd2;
+
+    (void)state;
+    /* A command before negotiation closes the connection. */
+    fd = client_connect_to(milter_port);
+    mpkt_s(fd, 'M', "<a@example.org>|");
+    assert_int_equal(mread(fd, buf, sizeof(buf), &len), '\0');
+    close(fd);
+    /* A zero or oversized length closes it; another connection is served. */
+    fd = milter_open(0);
+    fd2 = milter_open(0);
+    assert_int_equal(write(fd, &zero, 4), 4);
+    assert_int_equal(mread(fd, buf, sizeof(buf), &len), '\0');
+    close(fd);
+    fd = milter_open(0);
+    assert_int_equal(write(fd, &huge, 4), 4);
+    assert_int_equal(mread(fd, buf, sizeof(buf), &len), '\0');
+    close(fd);
+    /* An unknown command too. */
+    fd = milter_open(0);
+    mpkt(fd, 'Z', "x", 1);
+    assert_int_equal(mread(fd, buf, sizeof(buf), &len), '\0');
+    close(fd);
+    /* With "no reply" flags only the end of message is answered. */
+    mpkt_s(fd2, 'H', "helo.example|");
+    assert_int_equal(mread(fd2, buf, sizeof(buf), &len), 'c');
+    close(fd2);
+    fd2 = milter_open(0x1ff380u);
+    mpkt_s(fd2, 'M', "<s@example.org>|");
+    mpkt_s(fd2, 'R', "<deliver@example.com>|");
+    mpkt_s(fd2, 'L', "Subject| fine|");
+    mpkt(fd2, 'N', NULL, 0);
+    mpkt(fd2, 'E', "body\r\n", 6);
+    {
+        char cmd;
+        while ((cmd = mread(fd2, buf, sizeof(buf), &len)) == 'i')
+            ;
+        assert_int_equal(cmd, 'c');
+    }
+    close(fd2);
+}
+
+static void test_milter_codec(void **state)
+{
+    osp_buf_t b;
+    filter_milter_packet_t p;
+    size_t used;
+    char err[128];
+    const char *argv[4];
+
+    (void)state;
+    osp_buf_init(&b, OSP_BUF_UNLIMITED);
+    filter_milter_put(&b, 'L', "Subject\0 hi\0", 12);
+    assert_int_equal(b.len, 4 + 1 + 12);
+    assert_int_equal(filter_milter_parse(b.data, 3, &p, &used, err, sizeof(err)), 0);
+    assert_int_equal(filter_milter_parse(b.data, b.len - 1, &p, &used, err, sizeof(err)), 0);
+    assert_int_equal(filter_milter_parse(b.data, b.len, &p, &used, err, sizeof(err)), 1);
+    assert_int_equal(used, b.len);
+    assert_int_equal(p.cmd, 'L');
+    assert_int_equal(p.len, 12);
+    assert_int_equal(filter_milter_strings(p.data, p.len, argv, 4), 2);
+    assert_string_equal(argv[0], "Subject");
+    assert_string_equal(argv[1], " hi");
+    assert_int_equal(filter_milter_strings("abc", 3, argv, 4), -1);
+    osp_buf_reset(&b);
+    osp_buf_append(&b, "\0\0\0\0", 4);
+    assert_int_equal(filter_milter_parse(b.data, b.len, &p, &used, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "bad packet length 0"));
+    osp_buf_close(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -517,6 +745,9 @@ int main(void)
         cmocka_unit_test(test_limits_and_errors),
         cmocka_unit_test(test_max_sessions),
         cmocka_unit_test(test_spilled_body_reinjected),
+        cmocka_unit_test(test_milter_codec),
+        cmocka_unit_test(test_milter_verdicts),
+        cmocka_unit_test(test_milter_bad_input),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
