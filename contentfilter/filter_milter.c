@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,13 +14,13 @@
 #include "osp_mem.h"
 #include "filter_accounts.h"
 #include "filter_body.h"
+#include "filter_conn.h"
 #include "filter_milter.h"
 #include "filter_msg.h"
 #include "filter_quarantine.h"
 #include "filter_scan.h"
 #include "filter_server.h"
 
-#define FM_READ_SIZE 65536
 #define FM_HEADERS_MAX (256 * 1024)
 
 /* Protocol constants (Sendmail's libmilter mfapi.h / mfdef.h). */
@@ -70,12 +71,7 @@ typedef struct fm_tx {
     bool job_inited;
     filter_rcpt_settings_t *settings;   /* owned; nrcpt, once resolved */
     enum filter_route *routes;      /* owned; nrcpt, after the scan */
-    filter_quarantine_req_t qreq;
-    const char **qrcpts;            /* owned array of borrowed strings */
-    size_t *qmap;                   /* owned */
-    int64_t *qaccounts;             /* owned */
-    size_t nq;
-    osp_buf_t qheaders;
+    filter_qset_t qs;               /* the quarantined recipients */
     int qstatus;                    /* the quarantine's outcome */
     unsigned pending;               /* operations that will call back */
     bool abandoned;                 /* answered by the deadline */
@@ -85,32 +81,15 @@ typedef struct fm_tx {
 struct filter_milter {
     filter_server_t *srv;           /* borrowed */
     filter_milter_t *next;          /* server's list */
-    union {
-        uv_handle_t handle;
-        uv_stream_t stream;
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-    } h;
-    uv_timer_t timer;               /* read timeout */
-    uv_timer_t deadline;            /* processing deadline */
-    uv_timer_t pause;               /* test-only pause (filter_debug_pause_stage = data) */
-    int open_handles;
+    filter_conn_t conn;             /* stream, reply buffer, writes */
     enum fm_state state;
-    bool counted, is_unix, reading, close_after_flush, negotiated;
-    unsigned writes;
+    bool counted, is_unix, reading, negotiated;
     char id[24];
     uint32_t proto;                 /* negotiated SMFIP_* */
     osp_buf_t in;                   /* packets not yet complete */
-    osp_buf_t out;                  /* replies not yet written */
     char *client_addr, *client_name, *helo, *queue_id;  /* owned */
     fm_tx_t *tx;                    /* owned */
 };
-
-typedef struct fm_write {
-    uv_write_t req;
-    filter_milter_t *m;
-    char data[];
-} fm_write_t;
 
 static void fm_close(filter_milter_t *m);
 static void fm_flush(filter_milter_t *m);
@@ -183,50 +162,9 @@ static void fm_put_str2(osp_buf_t *out, char cmd, uint32_t *index, const char *a
     osp_buf_close(&d);
 }
 
-static void fm_write_cb(uv_write_t *wr, int status)
-{
-    fm_write_t *w = (fm_write_t *)wr;
-    filter_milter_t *m = w->m;
-
-    free(w);
-    m->writes--;
-    if (m->state == FM_CLOSING)
-        return;
-    if (status < 0) {
-        osp_info("%s: write failed: %s", m->id, uv_strerror(status));
-        fm_close(m);
-        return;
-    }
-    if (m->close_after_flush && m->writes == 0)
-        fm_close(m);
-}
-
 static void fm_flush(filter_milter_t *m)
 {
-    fm_write_t *w;
-    uv_buf_t b;
-    int rc;
-
-    if (m->state == FM_CLOSING)
-        return;
-    if (m->out.len == 0) {
-        if (m->close_after_flush && m->writes == 0)
-            fm_close(m);
-        return;
-    }
-    w = osp_malloc(sizeof(*w) + m->out.len);
-    w->m = m;
-    memcpy(w->data, m->out.data, m->out.len);
-    b = uv_buf_init(w->data, (unsigned)m->out.len);
-    osp_buf_reset(&m->out);
-    rc = uv_write(&w->req, &m->h.stream, &b, 1, fm_write_cb);
-    if (rc < 0) {
-        free(w);
-        osp_info("%s: write failed: %s", m->id, uv_strerror(rc));
-        fm_close(m);
-        return;
-    }
-    m->writes++;
+    filter_conn_flush(&m->conn);
 }
 
 /* ---- transactions ------------------------------------------------------------- */
@@ -240,7 +178,7 @@ static fm_tx_t *fm_tx_create(filter_milter_t *m)
     filter_scan_id_make(tx->scan_id, sizeof(tx->scan_id));
     filter_body_init(&tx->body, conf->memory_threshold, conf->temp_dir);
     osp_buf_init(&tx->headers, FM_HEADERS_MAX);
-    osp_buf_init(&tx->qheaders, OSP_BUF_UNLIMITED);
+    filter_qset_init(&tx->qs);
     tx->started_ms = uv_now(m->srv->loop);
     return tx;
 }
@@ -270,10 +208,7 @@ static void fm_tx_free(fm_tx_t **txp)
         filter_scan_job_close(&tx->job);
     free(tx->settings);
     free(tx->routes);
-    free(tx->qrcpts);
-    free(tx->qmap);
-    free(tx->qaccounts);
-    osp_buf_close(&tx->qheaders);
+    filter_qset_free(&tx->qs);
     free(tx);
     *txp = NULL;
 }
@@ -291,7 +226,7 @@ static void fm_tx_log_id(fm_tx_t *tx)
 
 static void fm_maybe_free(filter_milter_t *m)
 {
-    if (m->open_handles > 0 || (m->tx && m->tx->pending > 0))
+    if (m->conn.open_handles > 0 || (m->tx && m->tx->pending > 0))
         return;
     fm_tx_free(&m->tx);
     free(m->client_addr);
@@ -299,17 +234,9 @@ static void fm_maybe_free(filter_milter_t *m)
     free(m->helo);
     free(m->queue_id);
     osp_buf_close(&m->in);
-    osp_buf_close(&m->out);
+    osp_buf_close(&m->conn.out);
     filter_server__milter_gone(m->srv, m, m->counted);
     free(m);
-}
-
-static void fm_close_cb(uv_handle_t *h)
-{
-    filter_milter_t *m = h->data;
-
-    m->open_handles--;
-    fm_maybe_free(m);
 }
 
 static void fm_close(filter_milter_t *m)
@@ -317,10 +244,18 @@ static void fm_close(filter_milter_t *m)
     if (m->state == FM_CLOSING)
         return;
     m->state = FM_CLOSING;
-    uv_close((uv_handle_t *)&m->timer, fm_close_cb);
-    uv_close((uv_handle_t *)&m->deadline, fm_close_cb);
-    uv_close((uv_handle_t *)&m->pause, fm_close_cb);
-    uv_close(&m->h.handle, fm_close_cb);
+    filter_conn_close(&m->conn);
+}
+
+static void fm_conn_close(filter_conn_t *c)
+{
+    fm_close(c->h.handle.data);
+}
+
+/* Every handle is closed (their data is the conn by now). */
+static void fm_after_close(filter_conn_t *c)
+{
+    fm_maybe_free((void *)((char *)c - offsetof(filter_milter_t, conn)));
 }
 
 void filter_milter_abort(filter_milter_t *m)
@@ -329,14 +264,6 @@ void filter_milter_abort(filter_milter_t *m)
 }
 
 /* ---- reading ------------------------------------------------------------------ */
-
-static void fm_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    (void)h;
-    (void)suggested;
-    buf->base = osp_malloc(FM_READ_SIZE);
-    buf->len = FM_READ_SIZE;
-}
 
 static void fm_timeout_cb(uv_timer_t *t)
 {
@@ -360,7 +287,7 @@ static void fm_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread > 0 && m->state != FM_CLOSING) {
-        uv_timer_start(&m->timer, fm_timeout_cb, m->srv->conf->timeout_ms, 0);
+        uv_timer_start(&m->conn.timer, fm_timeout_cb, m->srv->conf->timeout_ms, 0);
         if (osp_buf_append(&m->in, buf->base, (size_t)nread) < 0) {
             osp_warn("%s: input buffer full", m->id);
             fm_close(m);
@@ -375,8 +302,8 @@ static void fm_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void fm_read_stop(filter_milter_t *m)
 {
     if (m->reading) {
-        uv_read_stop(&m->h.stream);
-        uv_timer_stop(&m->timer);
+        uv_read_stop(&m->conn.h.stream);
+        uv_timer_stop(&m->conn.timer);
         m->reading = false;
     }
 }
@@ -384,14 +311,14 @@ static void fm_read_stop(filter_milter_t *m)
 static void fm_read_start(filter_milter_t *m)
 {
     if (!m->reading && m->state == FM_READ) {
-        int rc = uv_read_start(&m->h.stream, fm_alloc_cb, fm_read_cb);
+        int rc = uv_read_start(&m->conn.h.stream, filter_conn_alloc_cb, fm_read_cb);
         if (rc < 0) {
             osp_info("%s: read failed: %s", m->id, uv_strerror(rc));
             fm_close(m);
             return;
         }
         m->reading = true;
-        uv_timer_start(&m->timer, fm_timeout_cb, m->srv->conf->timeout_ms, 0);
+        uv_timer_start(&m->conn.timer, fm_timeout_cb, m->srv->conf->timeout_ms, 0);
     }
 }
 
@@ -406,8 +333,8 @@ static void fm_step_reply(filter_milter_t *m);
 /* After the reply to a message: read the next one. */
 static void fm_resume(filter_milter_t *m)
 {
-    uv_timer_stop(&m->deadline);
-    uv_timer_stop(&m->pause);
+    uv_timer_stop(&m->conn.deadline);
+    uv_timer_stop(&m->conn.pause);
     fm_tx_free(&m->tx);
     m->state = FM_READ;
     fm_input(m);
@@ -471,7 +398,7 @@ static void fm_tempfail(filter_milter_t *m, const char *why)
 
     osp_warn("%s: scan_id=%s action=tempfail reason=%s", tx->log_id, tx->scan_id, p);
     free(p);
-    filter_milter_put(&m->out, 't', NULL, 0);
+    filter_milter_put(&m->conn.out, 't', NULL, 0);
     fm_report(m, "tempfail", 451, "4.7.1 Error: scan failed, try again later");
     fm_resume(m);
 }
@@ -488,10 +415,10 @@ static void fm_deadline_cb(uv_timer_t *t)
              (unsigned long long)m->srv->conf->process_timeout_ms, tx->pending);
     m->srv->n_tempfail++;
     tx->abandoned = true;
-    uv_timer_stop(&m->pause);
+    uv_timer_stop(&m->conn.pause);
     /* Operations still running keep the transaction: answer, then close. */
-    filter_milter_put(&m->out, 't', NULL, 0);
-    m->close_after_flush = true;
+    filter_milter_put(&m->conn.out, 't', NULL, 0);
+    m->conn.close_after_flush = true;
     fm_flush(m);
 }
 
@@ -540,7 +467,7 @@ static void fm_eom(filter_milter_t *m)
     fm_tx_log_id(tx);
     if (tx->nrcpt == 0) {
         osp_warn("%s: end of message without recipients", m->id);
-        filter_milter_put(&m->out, 't', NULL, 0);
+        filter_milter_put(&m->conn.out, 't', NULL, 0);
         fm_resume(m);
         return;
     }
@@ -548,7 +475,7 @@ static void fm_eom(filter_milter_t *m)
         static const char reply[] = "552 5.3.4 Error: message file too big";
         osp_info("%s: reject: message size exceeds %llu", tx->log_id,
                  (unsigned long long)conf->size_limit);
-        filter_milter_put(&m->out, 'y', reply, sizeof(reply));
+        filter_milter_put(&m->conn.out, 'y', reply, sizeof(reply));
         fm_report(m, "reject", 552, reply + 4);
         fm_resume(m);
         return;
@@ -575,11 +502,11 @@ static void fm_eom(filter_milter_t *m)
         free(name);
         free(addr);
     }
-    uv_timer_start(&m->deadline, fm_deadline_cb, conf->process_timeout_ms, 0);
+    uv_timer_start(&m->conn.deadline, fm_deadline_cb, conf->process_timeout_ms, 0);
     if (conf->pause_stage == FILTER_PAUSE_DATA && conf->pause_ms > 0) {
         osp_info("%s: debug pause at stage data for %llu ms", tx->log_id,
                  (unsigned long long)conf->pause_ms);
-        uv_timer_start(&m->pause, fm_pause_cb, conf->pause_ms, 0);
+        uv_timer_start(&m->conn.pause, fm_pause_cb, conf->pause_ms, 0);
         return;
     }
     fm_step_resolve(m);
@@ -600,7 +527,7 @@ static void fm_step_resolve(filter_milter_t *m)
     filter_server_t *srv = m->srv;
     size_t i;
 
-    uv_timer_stop(&m->pause);
+    uv_timer_stop(&m->conn.pause);
     tx->subject = filter_header_value(tx->headers.data ? tx->headers.data : "",
                                       tx->headers.len, "Subject");
     tx->message_id = filter_header_value(tx->headers.data ? tx->headers.data : "",
@@ -620,7 +547,6 @@ static void fm_step_resolve(filter_milter_t *m)
 static void fm_step_scan_start(filter_milter_t *m)
 {
     fm_tx_t *tx = m->tx;
-    size_t i;
     int rc;
 
     tx->msg.scan_id = tx->scan_id;
@@ -634,12 +560,9 @@ static void fm_step_scan_start(filter_milter_t *m)
     tx->msg.body = &tx->body;
     tx->msg.headers = osp_buf_cstr(&tx->headers);
     tx->msg.headers_len = tx->headers.len;
-    filter_scan_job_init(&tx->job, m->srv->scan, &tx->msg);
-    for (i = 0; i < tx->nrcpt; i++)
-        filter_scan_job_set_account(&tx->job, i, tx->settings[i].account_id);
+    rc = filter_msg_scan_start(&tx->job, m->srv->scan, m->srv->loop, &tx->msg, tx->settings,
+                               fm_scan_done_cb, tx);
     tx->job_inited = true;
-    tx->job.work.data = tx;
-    rc = filter_scan_start(&tx->job, m->srv->loop, fm_scan_done_cb);
     if (rc < 0) {
         char why[128];
         osp_snprintf(why, sizeof(why), "cannot start the scan: %s", uv_strerror(rc));
@@ -678,49 +601,22 @@ static void fm_step_quarantine(filter_milter_t *m)
 {
     fm_tx_t *tx = m->tx;
     filter_scan_result_t *res = &tx->job.result;
-    filter_quarantine_req_t *q = &tx->qreq;
     size_t i;
 
     filter_apply_thresholds(res, tx->settings);
     tx->routes = osp_calloc(tx->nrcpt, sizeof(*tx->routes));
     filter_route(res, false, tx->routes);
-    for (i = 0; i < tx->nrcpt; i++) {
-        if (tx->routes[i] != FILTER_ROUTE_QUARANTINE)
-            continue;
-        tx->qrcpts = osp_reallocarray(tx->qrcpts, tx->nq + 1, sizeof(*tx->qrcpts));
-        tx->qmap = osp_reallocarray(tx->qmap, tx->nq + 1, sizeof(*tx->qmap));
-        tx->qaccounts = osp_reallocarray(tx->qaccounts, tx->nq + 1, sizeof(*tx->qaccounts));
-        tx->qaccounts[tx->nq] = tx->settings[i].account_id;
-        tx->qrcpts[tx->nq] = tx->rcpts[i];
-        tx->qmap[tx->nq] = i;
-        tx->nq++;
-    }
-    if (tx->nq == 0) {
+    for (i = 0; i < tx->nrcpt; i++)
+        if (tx->routes[i] == FILTER_ROUTE_QUARANTINE)
+            filter_qset_add(&tx->qs, tx->rcpts[i], i, tx->settings[i].account_id);
+    if (tx->qs.n == 0) {
         fm_step_reply(m);
         return;
     }
-    filter_own_headers(tx->scan_id, res, tx->qmap[0], true, &tx->settings[tx->qmap[0]],
-                       &tx->qheaders);
-    memset(q, 0, sizeof(*q));
-    q->scan_id = tx->scan_id;
-    q->queue_id = tx->msg.queue_id;
-    q->sender = tx->sender;
-    q->nrcpt = tx->nq;
-    q->rcpts = tx->qrcpts;
-    q->reason = res->rcpt[tx->qmap[0]].reason;
-    q->score = filter_scan_rcpt_score(res, tx->qmap[0]);
-    q->add_headers = tx->qheaders.data ? tx->qheaders.data : "";
-    q->add_headers_len = tx->qheaders.len;
-    q->body = &tx->body;
-    q->accounts = tx->qaccounts;
-    q->client_addr = tx->msg.client_addr;
-    q->client_name = tx->msg.client_name;
-    q->helo = tx->msg.helo;
-    q->subject = tx->subject;
-    q->message_id = tx->message_id;
-    q->data = tx;
-    if (filter_quarantine_store(m->srv->quarantine, q, fm_quarantine_done_cb) < 0) {
-        osp_warn("%s: scan_id=%s quarantine failed: %s", tx->log_id, tx->scan_id, q->error);
+    if (filter_qset_store(&tx->qs, m->srv->quarantine, &tx->msg, res, tx->settings, tx->subject,
+                          tx->message_id, fm_quarantine_done_cb, tx) < 0) {
+        osp_warn("%s: scan_id=%s quarantine failed: %s", tx->log_id, tx->scan_id,
+                 tx->qs.req.error);
         fm_tempfail(m, "quarantine unavailable");
         return;
     }
@@ -751,19 +647,6 @@ static char *fm_milter_value(const filter_milter_t *m, const char *v, size_t len
     return osp_buf_steal(&b);
 }
 
-/* End of the header field starting at h[i] (after its continuation lines). */
-static size_t fm_field_end(const char *h, size_t len, size_t i)
-{
-    for (;;) {
-        const char *nl = memchr(h + i, '\n', len - i);
-        if (nl == NULL)
-            return len;
-        i = (size_t)(nl - h) + 1;
-        if (i >= len || (h[i] != ' ' && h[i] != '\t'))
-            return i;
-    }
-}
-
 /* Insert our header lines (CR LF text) at the top, in their order. */
 static void fm_insert_headers(filter_milter_t *m, const osp_buf_t *hdr)
 {
@@ -771,11 +654,11 @@ static void fm_insert_headers(filter_milter_t *m, const osp_buf_t *hdr)
 
     while (i < hdr->len && n < sizeof(starts) / sizeof(starts[0])) {
         starts[n++] = i;
-        i = fm_field_end(hdr->data, hdr->len, i);
+        i = osp_auth_field_end(hdr->data, hdr->len, i);
     }
     /* Each insert goes to the top: insert the last one first. */
     for (k = n; k-- > 0;) {
-        size_t s = starts[k], e = fm_field_end(hdr->data, hdr->len, s);
+        size_t s = starts[k], e = osp_auth_field_end(hdr->data, hdr->len, s);
         const char *colon = memchr(hdr->data + s, ':', e - s);
         uint32_t idx = 0;
         char *name, *value;
@@ -783,7 +666,7 @@ static void fm_insert_headers(filter_milter_t *m, const osp_buf_t *hdr)
             continue;
         name = osp_strndup(hdr->data + s, (size_t)(colon - (hdr->data + s)));
         value = fm_milter_value(m, colon + 1, (size_t)(hdr->data + e - (colon + 1)));
-        fm_put_str2(&m->out, 'i', &idx, name, value);
+        fm_put_str2(&m->conn.out, 'i', &idx, name, value);
         free(name);
         free(value);
     }
@@ -799,11 +682,11 @@ static void fm_strip_ours(filter_milter_t *m, const char *authserv_id)
     static const char name[] = "Authentication-Results";
 
     while (h && i < len) {
-        size_t e = fm_field_end(h, len, i);
+        size_t e = osp_auth_field_end(h, len, i);
         if (e - i > sizeof(name) - 1 && strncasecmp(h + i, name, sizeof(name) - 1) == 0 &&
             h[i + sizeof(name) - 1] == ':') {
             occurrence++;
-            if (osp_auth_count_ours(h + i, e - i, authserv_id) > 0 &&
+            if (osp_auth_field_is_ours(h, i, e, authserv_id) &&
                 ndel < sizeof(del) / sizeof(del[0]))
                 del[ndel++] = occurrence;
         }
@@ -811,7 +694,7 @@ static void fm_strip_ours(filter_milter_t *m, const char *authserv_id)
     }
     /* Highest first, so the lower indexes still name the same fields. */
     for (k = ndel; k-- > 0;)
-        fm_put_str2(&m->out, 'm', &del[k], name, "");
+        fm_put_str2(&m->conn.out, 'm', &del[k], name, "");
 }
 
 static void fm_step_reply(filter_milter_t *m)
@@ -832,12 +715,12 @@ static void fm_step_reply(filter_milter_t *m)
         osp_buf_t r;
         osp_buf_init(&r, 1024);
         osp_buf_printf(&r, "550 5.7.1 Message rejected%s%s", *why ? ": " : "", why);
-        filter_milter_put(&m->out, 'y', r.data, r.len + 1);
+        filter_milter_put(&m->conn.out, 'y', r.data, r.len + 1);
         osp_buf_close(&r);
         free(why);
     } else if (first == tx->nrcpt) {
         /* Quarantined (committed) or discarded for everyone. */
-        filter_milter_put(&m->out, 'd', NULL, 0);
+        filter_milter_put(&m->conn.out, 'd', NULL, 0);
     } else {
         const filter_rcpt_settings_t *set = &tx->settings[first];
         bool tagged = tx->routes[first] == FILTER_ROUTE_REINJECT_TAGGED;
@@ -846,7 +729,7 @@ static void fm_step_reply(filter_milter_t *m)
         for (i = 0; i < tx->nrcpt; i++)
             if (tx->routes[i] == FILTER_ROUTE_QUARANTINE ||
                 tx->routes[i] == FILTER_ROUTE_DISCARD)
-                fm_put_str2(&m->out, '-', NULL, tx->rcpt_args[i], NULL);
+                fm_put_str2(&m->conn.out, '-', NULL, tx->rcpt_args[i], NULL);
         if (res->strip_authserv_id)
             fm_strip_ours(m, res->strip_authserv_id);
         if (tagged) {
@@ -859,10 +742,10 @@ static void fm_step_reply(filter_milter_t *m)
                 if (*old == ' ')
                     old++;
                 osp_buf_printf(&v, "%s%s %s", lead, set->subject_prefix, old);
-                fm_put_str2(&m->out, 'm', &one, "Subject", osp_buf_cstr(&v));
+                fm_put_str2(&m->conn.out, 'm', &one, "Subject", osp_buf_cstr(&v));
             } else {
                 osp_buf_printf(&v, "%s%s", lead, set->subject_prefix);
-                fm_put_str2(&m->out, 'h', NULL, "Subject", osp_buf_cstr(&v));
+                fm_put_str2(&m->conn.out, 'h', NULL, "Subject", osp_buf_cstr(&v));
             }
             osp_buf_close(&v);
         }
@@ -870,7 +753,7 @@ static void fm_step_reply(filter_milter_t *m)
         filter_own_headers(tx->scan_id, res, first, tagged, set, &own);
         fm_insert_headers(m, &own);
         osp_buf_close(&own);
-        filter_milter_put(&m->out, 'c', NULL, 0);
+        filter_milter_put(&m->conn.out, 'c', NULL, 0);
     }
     fm_report(m, NULL, 0, NULL);
     fm_resume(m);
@@ -897,7 +780,7 @@ static void fm_set(char **dst, const char *v)
 static void fm_continue(filter_milter_t *m, uint32_t nr_flag)
 {
     if (!(m->proto & nr_flag))
-        filter_milter_put(&m->out, 'c', NULL, 0);
+        filter_milter_put(&m->conn.out, 'c', NULL, 0);
 }
 
 static int fm_optneg(filter_milter_t *m, const filter_milter_packet_t *p, char *err,
@@ -928,7 +811,7 @@ static int fm_optneg(filter_milter_t *m, const filter_milter_packet_t *p, char *
     reply[0] = htonl(v[0] < FM_VERSION ? v[0] : FM_VERSION);
     reply[1] = htonl(FM_ACTIONS);
     reply[2] = htonl(m->proto);
-    filter_milter_put(&m->out, 'O', reply, sizeof(reply));
+    filter_milter_put(&m->conn.out, 'O', reply, sizeof(reply));
     return 0;
 }
 
@@ -1116,7 +999,7 @@ static int fm_packet(filter_milter_t *m, const filter_milter_packet_t *p, char *
         fm_set(&m->queue_id, NULL);
         return 0;
     case 'Q':
-        m->close_after_flush = true;
+        m->conn.close_after_flush = true;
         return 0;
     default:
         osp_snprintf(err, errsize, "unknown command 0x%02x", (unsigned)(unsigned char)p->cmd);
@@ -1129,7 +1012,7 @@ static void fm_input(filter_milter_t *m)
 {
     size_t off = 0;
 
-    while (m->state == FM_READ && !m->close_after_flush) {
+    while (m->state == FM_READ && !m->conn.close_after_flush) {
         filter_milter_packet_t p;
         size_t used;
         char err[256];
@@ -1139,7 +1022,7 @@ static void fm_input(filter_milter_t *m)
             break;
         if (rc < 0 || fm_packet(m, &p, err, sizeof(err)) < 0) {
             osp_warn("%s: milter protocol error: %s; closing", m->id, err);
-            m->close_after_flush = true;
+            m->conn.close_after_flush = true;
             break;
         }
         off += used;
@@ -1156,27 +1039,16 @@ filter_milter_t *filter_milter_create(filter_server_t *srv, bool is_unix)
     m->srv = srv;
     m->is_unix = is_unix;
     osp_snprintf(m->id, sizeof(m->id), "M%06llX", (unsigned long long)++srv->seq);
-    if (is_unix)
-        uv_pipe_init(srv->loop, &m->h.pipe, 0);
-    else
-        uv_tcp_init(srv->loop, &m->h.tcp);
-    m->h.handle.data = m;
-    uv_timer_init(srv->loop, &m->timer);
-    uv_timer_init(srv->loop, &m->deadline);
-    uv_timer_init(srv->loop, &m->pause);
-    m->timer.data = m;
-    m->deadline.data = m;
-    m->pause.data = m;
-    m->open_handles = 4;
+    filter_conn_init(&m->conn, srv->loop, is_unix, OSP_BUF_UNLIMITED, m->id, m, fm_conn_close,
+                     fm_after_close);
     m->state = FM_READ;
-    osp_buf_init(&m->in, FILTER_MILTER_PACKET_MAX + FM_READ_SIZE + 8);
-    osp_buf_init(&m->out, OSP_BUF_UNLIMITED);
+    osp_buf_init(&m->in, FILTER_MILTER_PACKET_MAX + FILTER_CONN_READ_SIZE + 8);
     return m;
 }
 
 uv_stream_t *filter_milter_stream(filter_milter_t *m)
 {
-    return &m->h.stream;
+    return &m->conn.h.stream;
 }
 
 filter_milter_t *filter_milter_next(const filter_milter_t *m)
@@ -1197,6 +1069,6 @@ void filter_milter_start(filter_milter_t *m, bool busy)
         return;
     }
     if (!m->is_unix)
-        uv_tcp_nodelay(&m->h.tcp, 1);
+        uv_tcp_nodelay(&m->conn.h.tcp, 1);
     fm_read_start(m);
 }

@@ -106,6 +106,75 @@ void filter_apply_thresholds(filter_scan_result_t *res, const filter_rcpt_settin
     }
 }
 
+int filter_msg_scan_start(filter_scan_job_t *job, filter_scan_t *scan, uv_loop_t *loop,
+                          const filter_scan_msg_t *msg, const filter_rcpt_settings_t *settings,
+                          filter_scan_done_cb done, void *data)
+{
+    size_t i;
+
+    filter_scan_job_init(job, scan, msg);
+    for (i = 0; i < msg->nrcpt; i++)
+        filter_scan_job_set_account(job, i, settings[i].account_id);
+    job->work.data = data;
+    return filter_scan_start(job, loop, done);
+}
+
+void filter_qset_init(filter_qset_t *qs)
+{
+    memset(qs, 0, sizeof(*qs));
+    osp_buf_init(&qs->headers, OSP_BUF_UNLIMITED);
+}
+
+void filter_qset_add(filter_qset_t *qs, const char *rcpt, size_t i, int64_t account)
+{
+    qs->rcpts = osp_reallocarray(qs->rcpts, qs->n + 1, sizeof(*qs->rcpts));
+    qs->map = osp_reallocarray(qs->map, qs->n + 1, sizeof(*qs->map));
+    qs->accounts = osp_reallocarray(qs->accounts, qs->n + 1, sizeof(*qs->accounts));
+    qs->rcpts[qs->n] = rcpt;
+    qs->map[qs->n] = i;
+    qs->accounts[qs->n] = account;
+    qs->n++;
+}
+
+int filter_qset_store(filter_qset_t *qs, filter_quarantine_t *q, const filter_scan_msg_t *msg,
+                      const filter_scan_result_t *res, const filter_rcpt_settings_t *settings,
+                      const char *subject, const char *message_id, filter_quarantine_cb done,
+                      void *data)
+{
+    filter_quarantine_req_t *r = &qs->req;
+    size_t first = qs->map[0];
+
+    filter_own_headers(msg->scan_id, res, first, true, &settings[first], &qs->headers);
+    memset(r, 0, sizeof(*r));
+    r->scan_id = msg->scan_id;
+    r->queue_id = msg->queue_id;
+    r->sender = msg->sender;
+    r->nrcpt = qs->n;
+    r->rcpts = qs->rcpts;
+    r->reason = res->rcpt[first].reason;
+    r->score = filter_scan_rcpt_score(res, first);
+    r->add_headers = qs->headers.data ? qs->headers.data : "";
+    r->add_headers_len = qs->headers.len;
+    r->body = msg->body;
+    r->accounts = qs->accounts;
+    r->client_addr = msg->client_addr;
+    r->client_name = msg->client_name;
+    r->helo = msg->helo;
+    r->subject = subject;
+    r->message_id = message_id;
+    r->data = data;
+    return filter_quarantine_store(q, r, done);
+}
+
+void filter_qset_free(filter_qset_t *qs)
+{
+    free(qs->rcpts);
+    free(qs->map);
+    free(qs->accounts);
+    osp_buf_close(&qs->headers);
+    memset(qs, 0, sizeof(*qs));
+}
+
 /* One message_log row for recipient i (never blocks; a refused row is counted). */
 static void filter_msg_log_row(filter_server_t *srv, const filter_msg_info_t *mi, size_t i,
                                const char *rcpt, const char *action, int code,

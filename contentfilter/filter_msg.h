@@ -13,6 +13,7 @@
 
 #include "osp_buf.h"
 #include "filter_accounts.h"
+#include "filter_quarantine.h"
 #include "filter_scan.h"
 
 struct filter_server;
@@ -44,6 +45,39 @@ void filter_own_headers(const char *scan_id, const filter_scan_result_t *res, si
  * tag_score TAG.
  */
 void filter_apply_thresholds(filter_scan_result_t *res, const filter_rcpt_settings_t *settings);
+
+/*
+ * Start the scan job for msg (borrowed until done), Bayes per recipient
+ * account (settings[i], one per recipient); job->work.data = data.  0, or
+ * a negative libuv error (done is then not called).
+ */
+int filter_msg_scan_start(filter_scan_job_t *job, filter_scan_t *scan, uv_loop_t *loop,
+                          const filter_scan_msg_t *msg, const filter_rcpt_settings_t *settings,
+                          filter_scan_done_cb done, void *data);
+
+/* The recipients of one message that go to the quarantine, and their request. */
+typedef struct filter_qset {
+    const char **rcpts;             /* owned array of borrowed addresses */
+    size_t *map;                    /* owned: rcpts[k] is the message's recipient map[k] */
+    int64_t *accounts;              /* owned: their accounts */
+    size_t n;
+    osp_buf_t headers;              /* our header lines on the stored copy */
+    filter_quarantine_req_t req;
+} filter_qset_t;
+
+void filter_qset_init(filter_qset_t *qs);
+void filter_qset_add(filter_qset_t *qs, const char *rcpt, size_t i, int64_t account);
+/*
+ * Store the message for the set (n > 0): our headers as the first
+ * recipient's (spam), reason and score from res, everything else from msg
+ * (all borrowed until done).  filter_quarantine_store()'s result: 0, or -1
+ * with qs->req.error set (done not called).
+ */
+int filter_qset_store(filter_qset_t *qs, filter_quarantine_t *q, const filter_scan_msg_t *msg,
+                      const filter_scan_result_t *res, const filter_rcpt_settings_t *settings,
+                      const char *subject, const char *message_id, filter_quarantine_cb done,
+                      void *data);
+void filter_qset_free(filter_qset_t *qs);
 
 /* One finished message, for filter_msg_report. */
 typedef struct filter_msg_info {

@@ -12,6 +12,7 @@
 #include "osp_buf.h"
 #include "osp_log.h"
 #include "osp_mem.h"
+#include "filter_conn.h"
 #include "filter_reinject.h"
 
 #define RI_LINE_MAX 2048            /* reply line */
@@ -72,12 +73,7 @@ struct filter_reinject {
 struct ri_conn {
     filter_reinject_t *ri;
     ri_conn_t *next;
-    union {
-        uv_handle_t handle;
-        uv_stream_t stream;
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-    } h;
+    filter_stream_t h;
     uv_timer_t timer;
     uv_connect_t connect_req;
     int open_handles;               /* handles to close before freeing */

@@ -24,6 +24,7 @@
 
 #include "osp_config.h"
 #include "filter_accounts.h"
+#include "filter_conn.h"
 #include "filter_quarantine.h"
 #include "filter_reinject.h"
 #include "filter_scan.h"
@@ -79,12 +80,7 @@ void filter_conf_close(filter_conf_t *conf);
 typedef struct filter_session filter_session_t;
 
 typedef struct filter_listener {
-    union {
-        uv_handle_t handle;
-        uv_stream_t stream;
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-    } h;
+    filter_stream_t h;
     bool is_unix;
     bool milter;                    /* milter protocol, not SMTP/LMTP */
     struct filter_server *srv;

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "osp_store.h"
 #include "filter_accounts.h"
 #include "filter_body.h"
+#include "filter_conn.h"
 #include "filter_msg.h"
 #include "filter_proto.h"
 #include "filter_quarantine.h"
@@ -22,8 +24,7 @@
 #include "filter_scan.h"
 #include "filter_session.h"
 
-#define FS_READ_SIZE 65536
-#define FS_PENDING_MAX (2 * FS_READ_SIZE)
+#define FS_PENDING_MAX (2 * FILTER_CONN_READ_SIZE)
 #define FS_SCAN_HEADERS_MAX (256 * 1024)
 
 enum fs_state {
@@ -79,13 +80,8 @@ typedef struct filter_tx {
     fs_group_t *groups;             /* owned; one per (tagged, settings) variant */
     size_t ngroups;
     filter_rcpt_settings_t *settings;   /* owned; nrcpt, once resolved */
-    int64_t *qaccounts;             /* owned; the quarantined recipients' accounts */
     char *subject, *message_id;     /* owned; raw header values, or NULL */
-    filter_quarantine_req_t qreq;
-    const char **qrcpts;            /* owned array of borrowed strings */
-    size_t *qmap;                   /* owned */
-    size_t nq;
-    osp_buf_t qheaders;
+    filter_qset_t qs;               /* the quarantined recipients */
     unsigned pending;               /* operations that will call back */
     bool abandoned;                 /* answered by the deadline; results are ignored */
     uint64_t started_ms;
@@ -94,29 +90,17 @@ typedef struct filter_tx {
 struct filter_session {
     filter_server_t *srv;           /* borrowed */
     filter_session_t *next;         /* server's list */
-    union {
-        uv_handle_t handle;
-        uv_stream_t stream;
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-    } h;
-    uv_timer_t timer;               /* read timeout */
-    uv_timer_t deadline;            /* processing deadline */
-    uv_timer_t pause;               /* test-only pauses */
-    int open_handles;
+    filter_conn_t conn;             /* stream, reply buffer, writes */
     enum fs_state state;
     bool counted;                   /* counts against max_sessions */
     bool is_unix;
     bool greeted;
     bool esmtp;
     bool lmtp;
-    bool close_after_flush;
     bool reading;
-    unsigned writes;                /* writes in flight */
     unsigned errors;
     char id[24];
     filter_line_t line;
-    osp_buf_t out;                  /* replies not yet written */
     osp_buf_t pending_in;           /* input that arrived while processing */
     char *xfwd[FILTER_XA__COUNT];   /* owned: XFORWARD for the next MAIL */
     filter_tx_t *tx;                /* owned */
@@ -129,7 +113,7 @@ static void fs_flush(filter_session_t *sess);
 
 uv_stream_t *filter_session_stream(filter_session_t *sess)
 {
-    return &sess->h.stream;
+    return &sess->conn.h.stream;
 }
 
 filter_session_t *filter_session_next(const filter_session_t *sess)
@@ -152,7 +136,8 @@ static void fs_reply(filter_session_t *sess, const char *fmt, ...)
     va_list ap;
 
     va_start(ap, fmt);
-    if (osp_buf_vprintf(&sess->out, fmt, ap) < 0 || osp_buf_append_str(&sess->out, "\r\n") < 0)
+    if (osp_buf_vprintf(&sess->conn.out, fmt, ap) < 0 ||
+        osp_buf_append_str(&sess->conn.out, "\r\n") < 0)
         osp_panic("%s: reply buffer full", sess->id);
     va_end(ap);
 }
@@ -182,7 +167,7 @@ static void fs_error(filter_session_t *sess)
     if (++sess->errors >= sess->srv->conf->error_limit) {
         fs_reply(sess, "421 4.7.0 %s Error: too many errors", sess->srv->conf->hostname);
         osp_warn("%s: too many errors (%u), disconnecting", sess->id, sess->errors);
-        sess->close_after_flush = true;
+        sess->conn.close_after_flush = true;
     }
 }
 
@@ -207,7 +192,7 @@ static filter_tx_t *fs_tx_create(filter_session_t *sess)
     filter_body_init(&tx->body, conf->memory_threshold, conf->temp_dir);
     filter_data_init(&tx->dec);
     osp_buf_init(&tx->headers, FS_SCAN_HEADERS_MAX);
-    osp_buf_init(&tx->qheaders, OSP_BUF_UNLIMITED);
+    filter_qset_init(&tx->qs);
     /* XFORWARD given before MAIL belongs to this transaction. */
     for (i = 0; i < FILTER_XA__COUNT; i++) {
         tx->xfwd[i] = sess->xfwd[i];
@@ -260,12 +245,9 @@ static void fs_tx_free(filter_tx_t **txp)
     }
     free(tx->groups);
     free(tx->settings);
-    free(tx->qaccounts);
     free(tx->subject);
     free(tx->message_id);
-    free(tx->qrcpts);
-    free(tx->qmap);
-    osp_buf_close(&tx->qheaders);
+    filter_qset_free(&tx->qs);
     free(tx);
     *txp = NULL;
 }
@@ -276,23 +258,15 @@ static void fs_maybe_free(filter_session_t *sess)
 {
     filter_server_t *srv = sess->srv;
 
-    if (sess->open_handles > 0 || (sess->tx && sess->tx->pending > 0))
+    if (sess->conn.open_handles > 0 || (sess->tx && sess->tx->pending > 0))
         return;
     fs_tx_free(&sess->tx);
     fs_xfwd_clear(sess->xfwd);
     filter_line_close(&sess->line);
-    osp_buf_close(&sess->out);
+    osp_buf_close(&sess->conn.out);
     osp_buf_close(&sess->pending_in);
     filter_server__session_gone(srv, sess, sess->counted);
     free(sess);
-}
-
-static void fs_close_cb(uv_handle_t *h)
-{
-    filter_session_t *sess = h->data;
-
-    sess->open_handles--;
-    fs_maybe_free(sess);
 }
 
 static void fs_close(filter_session_t *sess)
@@ -300,10 +274,18 @@ static void fs_close(filter_session_t *sess)
     if (sess->state == FS_CLOSING)
         return;
     sess->state = FS_CLOSING;
-    uv_close((uv_handle_t *)&sess->timer, fs_close_cb);
-    uv_close((uv_handle_t *)&sess->deadline, fs_close_cb);
-    uv_close((uv_handle_t *)&sess->pause, fs_close_cb);
-    uv_close(&sess->h.handle, fs_close_cb);
+    filter_conn_close(&sess->conn);
+}
+
+static void fs_conn_close(filter_conn_t *c)
+{
+    fs_close(c->h.handle.data);
+}
+
+/* Every handle is closed (their data is the conn by now). */
+static void fs_after_close(filter_conn_t *c)
+{
+    fs_maybe_free((void *)((char *)c - offsetof(filter_session_t, conn)));
 }
 
 void filter_session_abort(filter_session_t *sess)
@@ -313,67 +295,12 @@ void filter_session_abort(filter_session_t *sess)
 
 /* ---- output --------------------------------------------------------------- */
 
-typedef struct fs_write {
-    uv_write_t req;
-    filter_session_t *sess;
-    char data[];
-} fs_write_t;
-
-static void fs_write_cb(uv_write_t *wr, int status)
-{
-    fs_write_t *w = (fs_write_t *)wr;
-    filter_session_t *sess = w->sess;
-
-    free(w);
-    sess->writes--;
-    if (sess->state == FS_CLOSING)
-        return;
-    if (status < 0) {
-        osp_info("%s: write failed: %s", sess->id, uv_strerror(status));
-        fs_close(sess);
-        return;
-    }
-    if (sess->close_after_flush && sess->writes == 0)
-        fs_close(sess);
-}
-
 static void fs_flush(filter_session_t *sess)
 {
-    fs_write_t *w;
-    uv_buf_t b;
-    int rc;
-
-    if (sess->state == FS_CLOSING)
-        return;
-    if (sess->out.len == 0) {
-        if (sess->close_after_flush && sess->writes == 0)
-            fs_close(sess);
-        return;
-    }
-    w = osp_malloc(sizeof(*w) + sess->out.len);
-    w->sess = sess;
-    memcpy(w->data, sess->out.data, sess->out.len);
-    b = uv_buf_init(w->data, (unsigned)sess->out.len);
-    osp_buf_reset(&sess->out);
-    rc = uv_write(&w->req, &sess->h.stream, &b, 1, fs_write_cb);
-    if (rc < 0) {
-        free(w);
-        osp_info("%s: write failed: %s", sess->id, uv_strerror(rc));
-        fs_close(sess);
-        return;
-    }
-    sess->writes++;
+    filter_conn_flush(&sess->conn);
 }
 
 /* ---- input ------------------------------------------------------------------ */
-
-static void fs_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    (void)h;
-    (void)suggested;
-    buf->base = osp_malloc(FS_READ_SIZE);
-    buf->len = FS_READ_SIZE;
-}
 
 static void fs_timeout_cb(uv_timer_t *t)
 {
@@ -383,7 +310,7 @@ static void fs_timeout_cb(uv_timer_t *t)
         return;
     osp_info("%s: timeout after %s", sess->id, sess->state == FS_DATA ? "DATA" : "command");
     fs_reply(sess, "421 4.4.2 %s Error: timeout exceeded", sess->srv->conf->hostname);
-    sess->close_after_flush = true;
+    sess->conn.close_after_flush = true;
     fs_flush(sess);
 }
 
@@ -400,7 +327,7 @@ static void fs_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread > 0 && sess->state != FS_CLOSING) {
-        uv_timer_start(&sess->timer, fs_timeout_cb, sess->srv->conf->timeout_ms, 0);
+        uv_timer_start(&sess->conn.timer, fs_timeout_cb, sess->srv->conf->timeout_ms, 0);
         fs_process_input(sess, buf->base, (size_t)nread);
         fs_flush(sess);
     }
@@ -410,8 +337,8 @@ static void fs_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void fs_read_stop(filter_session_t *sess)
 {
     if (sess->reading) {
-        uv_read_stop(&sess->h.stream);
-        uv_timer_stop(&sess->timer);
+        uv_read_stop(&sess->conn.h.stream);
+        uv_timer_stop(&sess->conn.timer);
         sess->reading = false;
     }
 }
@@ -419,14 +346,14 @@ static void fs_read_stop(filter_session_t *sess)
 static void fs_read_start(filter_session_t *sess)
 {
     if (!sess->reading && sess->state != FS_CLOSING) {
-        int rc = uv_read_start(&sess->h.stream, fs_alloc_cb, fs_read_cb);
+        int rc = uv_read_start(&sess->conn.h.stream, filter_conn_alloc_cb, fs_read_cb);
         if (rc < 0) {
             osp_info("%s: read failed: %s", sess->id, uv_strerror(rc));
             fs_close(sess);
             return;
         }
         sess->reading = true;
-        uv_timer_start(&sess->timer, fs_timeout_cb, sess->srv->conf->timeout_ms, 0);
+        uv_timer_start(&sess->conn.timer, fs_timeout_cb, sess->srv->conf->timeout_ms, 0);
     }
 }
 
@@ -463,7 +390,7 @@ static void fs_stage(filter_session_t *sess, enum filter_pause_stage stage,
         osp_info("%s: debug pause at stage %s for %llu ms", sess->tx->log_id,
                  fs_pause_names[stage], (unsigned long long)conf->pause_ms);
         sess->pause_next = next;
-        uv_timer_start(&sess->pause, fs_pause_cb, conf->pause_ms, 0);
+        uv_timer_start(&sess->conn.pause, fs_pause_cb, conf->pause_ms, 0);
         return;
     }
     next(sess);
@@ -492,7 +419,7 @@ static void fs_outcome_all(filter_tx_t *tx, int code, const char *fmt, ...)
 /* Back to reading commands after a transaction ends. */
 static void fs_resume(filter_session_t *sess)
 {
-    uv_timer_stop(&sess->deadline);
+    uv_timer_stop(&sess->conn.deadline);
     fs_tx_free(&sess->tx);
     sess->state = FS_CMD;
     if (sess->pending_in.len > 0) {
@@ -518,7 +445,7 @@ static void fs_deadline_cb(uv_timer_t *t)
              (unsigned long long)sess->srv->conf->process_timeout_ms, tx->pending);
     sess->srv->n_tempfail++;
     tx->abandoned = true;
-    uv_timer_stop(&sess->pause);
+    uv_timer_stop(&sess->conn.pause);
     /* Operations still running keep the transaction: answer, then close. */
     if (sess->lmtp) {
         size_t i;
@@ -527,7 +454,7 @@ static void fs_deadline_cb(uv_timer_t *t)
     } else {
         fs_reply(sess, "451 4.3.0 Error: processing timeout");
     }
-    sess->close_after_flush = true;
+    sess->conn.close_after_flush = true;
     fs_flush(sess);
 }
 
@@ -569,7 +496,7 @@ static void fs_data_done(filter_session_t *sess)
         free(name);
         free(addr);
     }
-    uv_timer_start(&sess->deadline, fs_deadline_cb, conf->process_timeout_ms, 0);
+    uv_timer_start(&sess->conn.deadline, fs_deadline_cb, conf->process_timeout_ms, 0);
     fs_stage(sess, FILTER_PAUSE_DATA, fs_step_scan);
 }
 
@@ -669,12 +596,9 @@ static void fs_step_scan_start(filter_session_t *sess)
     tx->msg.body = &tx->body;
     tx->msg.headers = osp_buf_cstr(&tx->headers);
     tx->msg.headers_len = tx->headers.len;
-    filter_scan_job_init(&tx->job, sess->srv->scan, &tx->msg);
-    for (size_t i = 0; i < tx->nrcpt; i++)     /* Bayes is per recipient account */
-        filter_scan_job_set_account(&tx->job, i, tx->settings[i].account_id);
+    rc = filter_msg_scan_start(&tx->job, sess->srv->scan, sess->srv->loop, &tx->msg,
+                               tx->settings, fs_scan_done_cb, tx);
     tx->job_inited = true;
-    tx->job.work.data = tx;
-    rc = filter_scan_start(&tx->job, sess->srv->loop, fs_scan_done_cb);
     if (rc < 0) {
         osp_warn("%s: scan_id=%s action=tempfail reason=cannot start the scan: %s",
                  tx->log_id, tx->scan_id, uv_strerror(rc));
@@ -724,8 +648,8 @@ static void fs_quarantine_done_cb(filter_quarantine_req_t *req, int status)
     size_t i;
 
     tx->pending--;
-    for (i = 0; i < tx->nq; i++) {
-        fs_rcpt_t *r = &tx->rcpts[tx->qmap[i]];
+    for (i = 0; i < tx->qs.n; i++) {
+        fs_rcpt_t *r = &tx->rcpts[tx->qs.map[i]];
         if (status == 0) {
             r->code = 250;
             osp_snprintf(r->text, sizeof(r->text), "2.0.0 Ok: quarantined as %s", tx->scan_id);
@@ -797,13 +721,7 @@ static void fs_step_deliver(filter_session_t *sess)
             break;
         }
         case FILTER_ROUTE_QUARANTINE:
-            tx->qrcpts = osp_reallocarray(tx->qrcpts, tx->nq + 1, sizeof(*tx->qrcpts));
-            tx->qmap = osp_reallocarray(tx->qmap, tx->nq + 1, sizeof(*tx->qmap));
-            tx->qaccounts = osp_reallocarray(tx->qaccounts, tx->nq + 1, sizeof(*tx->qaccounts));
-            tx->qaccounts[tx->nq] = tx->settings[i].account_id;
-            tx->qrcpts[tx->nq] = r->addr;
-            tx->qmap[tx->nq] = i;
-            tx->nq++;
+            filter_qset_add(&tx->qs, r->addr, i, tx->settings[i].account_id);
             break;
         case FILTER_ROUTE_DISCARD:
             r->code = 250;
@@ -864,33 +782,13 @@ static void fs_step_deliver(filter_session_t *sess)
         tx->pending++;
     }
 
-    if (tx->nq > 0) {
-        filter_quarantine_req_t *q = &tx->qreq;
-
-        filter_own_headers(tx->scan_id, res, tx->qmap[0], true, &tx->settings[tx->qmap[0]],
-                           &tx->qheaders);
-        memset(q, 0, sizeof(*q));
-        q->scan_id = tx->scan_id;
-        q->queue_id = tx->msg.queue_id;
-        q->sender = tx->sender;
-        q->nrcpt = tx->nq;
-        q->rcpts = tx->qrcpts;
-        q->reason = res->rcpt[tx->qmap[0]].reason;
-        q->score = filter_scan_rcpt_score(res, tx->qmap[0]);
-        q->add_headers = tx->qheaders.data ? tx->qheaders.data : "";
-        q->add_headers_len = tx->qheaders.len;
-        q->body = &tx->body;
-        q->accounts = tx->qaccounts;
-        q->client_addr = tx->client_addr;
-        q->client_name = tx->client_name;
-        q->helo = tx->helo;
-        q->subject = tx->subject;
-        q->message_id = tx->message_id;
-        q->data = tx;
-        if (filter_quarantine_store(srv->quarantine, q, fs_quarantine_done_cb) < 0) {
-            osp_warn("%s: scan_id=%s quarantine failed: %s", tx->log_id, tx->scan_id, q->error);
-            for (i = 0; i < tx->nq; i++) {
-                fs_rcpt_t *r = &tx->rcpts[tx->qmap[i]];
+    if (tx->qs.n > 0) {
+        if (filter_qset_store(&tx->qs, srv->quarantine, &tx->msg, res, tx->settings, tx->subject,
+                              tx->message_id, fs_quarantine_done_cb, tx) < 0) {
+            osp_warn("%s: scan_id=%s quarantine failed: %s", tx->log_id, tx->scan_id,
+                     tx->qs.req.error);
+            for (i = 0; i < tx->qs.n; i++) {
+                fs_rcpt_t *r = &tx->rcpts[tx->qs.map[i]];
                 r->code = 451;
                 osp_strlcpy(r->text, "4.3.0 Error: quarantine unavailable, try again later",
                             sizeof(r->text));
@@ -1167,7 +1065,7 @@ static bool fs_command(filter_session_t *sess)
         break;
     case FILTER_CMD_QUIT:
         fs_reply(sess, "221 2.0.0 Bye");
-        sess->close_after_flush = true;
+        sess->conn.close_after_flush = true;
         return false;
     case FILTER_CMD_VRFY:
         fs_reply(sess, "252 2.0.0 Cannot VRFY; send some mail");
@@ -1185,7 +1083,7 @@ static bool fs_command(filter_session_t *sess)
     default:
         osp_panic("fs_command: kind %d", (int)cmd.kind);
     }
-    return !sess->close_after_flush;
+    return !sess->conn.close_after_flush;
 }
 
 static void fs_process_input(filter_session_t *sess, const char *p, size_t len)
@@ -1217,7 +1115,7 @@ static void fs_process_input(filter_session_t *sess, const char *p, size_t len)
             /* Pipelined input after the message: keep it for later. */
             if (osp_buf_append(&sess->pending_in, p, len) < 0) {
                 osp_warn("%s: too much pipelined input while processing", sess->id);
-                sess->close_after_flush = true;
+                sess->conn.close_after_flush = true;
             }
             return;
         case FS_CLOSING:
@@ -1237,21 +1135,10 @@ filter_session_t *filter_session_create(filter_server_t *srv, bool is_unix)
     sess->srv = srv;
     sess->is_unix = is_unix;
     osp_snprintf(sess->id, sizeof(sess->id), "F%06llX", (unsigned long long)++srv->seq);
-    if (is_unix)
-        uv_pipe_init(srv->loop, &sess->h.pipe, 0);
-    else
-        uv_tcp_init(srv->loop, &sess->h.tcp);
-    sess->h.handle.data = sess;
-    uv_timer_init(srv->loop, &sess->timer);
-    uv_timer_init(srv->loop, &sess->deadline);
-    uv_timer_init(srv->loop, &sess->pause);
-    sess->timer.data = sess;
-    sess->deadline.data = sess;
-    sess->pause.data = sess;
-    sess->open_handles = 4;
+    filter_conn_init(&sess->conn, srv->loop, is_unix, 1024 * 1024, sess->id, sess, fs_conn_close,
+                     fs_after_close);
     sess->state = FS_CMD;
     filter_line_init(&sess->line, srv->conf->line_limit);
-    osp_buf_init(&sess->out, 1024 * 1024);
     osp_buf_init(&sess->pending_in, FS_PENDING_MAX);
     return sess;
 }
@@ -1263,12 +1150,12 @@ void filter_session_start(filter_session_t *sess, bool busy)
     sess->counted = !busy;
     if (busy) {
         fs_reply(sess, "421 4.3.2 %s Service busy, try again later", conf->hostname);
-        sess->close_after_flush = true;
+        sess->conn.close_after_flush = true;
         fs_flush(sess);
         return;
     }
     if (!sess->is_unix)
-        uv_tcp_nodelay(&sess->h.tcp, 1);
+        uv_tcp_nodelay(&sess->conn.h.tcp, 1);
     fs_reply(sess, "220 %s ESMTP osprey-filter", conf->hostname);
     fs_flush(sess);
     fs_read_start(sess);

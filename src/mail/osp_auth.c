@@ -954,8 +954,7 @@ void osp_auth_header(osp_buf_t *out, const char *authserv_id, const osp_auth_res
 
 /* ---- Authentication-Results fields that claim our authserv-id ------------ */
 
-/* End of the field starting at i (after its last continuation line). */
-static size_t auth__field_end(const char *h, size_t len, size_t i)
+size_t osp_auth_field_end(const char *h, size_t len, size_t i)
 {
     for (;;) {
         const char *nl = memchr(h + i, '\n', len - i);
@@ -967,8 +966,7 @@ static size_t auth__field_end(const char *h, size_t len, size_t i)
     }
 }
 
-/* Whether the field h[i..end) is an Authentication-Results claiming id. */
-static bool auth__field_is_ours(const char *h, size_t i, size_t end, const char *id)
+bool osp_auth_field_is_ours(const char *h, size_t i, size_t end, const char *id)
 {
     static const char name[] = "Authentication-Results";
     size_t n = sizeof(name) - 1, idlen = strlen(id), depth = 0, j;
@@ -1004,8 +1002,8 @@ size_t osp_auth_count_ours(const char *hdr, size_t len, const char *authserv_id)
     if (hdr == NULL || authserv_id == NULL || *authserv_id == '\0')
         return 0;
     while (i < len) {
-        size_t end = auth__field_end(hdr, len, i);
-        if (auth__field_is_ours(hdr, i, end, authserv_id))
+        size_t end = osp_auth_field_end(hdr, len, i);
+        if (osp_auth_field_is_ours(hdr, i, end, authserv_id))
             n++;
         i = end;
     }
@@ -1019,8 +1017,8 @@ size_t osp_auth_strip_ours(osp_buf_t *hdr, const char *authserv_id)
     if (hdr->data == NULL || authserv_id == NULL || *authserv_id == '\0')
         return 0;
     while (i < hdr->len) {
-        size_t end = auth__field_end(hdr->data, hdr->len, i);
-        if (auth__field_is_ours(hdr->data, i, end, authserv_id)) {
+        size_t end = osp_auth_field_end(hdr->data, hdr->len, i);
+        if (osp_auth_field_is_ours(hdr->data, i, end, authserv_id)) {
             n++;
         } else {
             memmove(hdr->data + w, hdr->data + i, end - i);

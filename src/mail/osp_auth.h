@@ -169,6 +169,14 @@ void osp_auth_header(osp_buf_t *out, const char *authserv_id, const osp_auth_res
  * returns how many it removed.
  */
 size_t osp_auth_count_ours(const char *hdr, size_t len, const char *authserv_id);
+/*
+ * The pieces of those two, for callers that walk a header section field by
+ * field (the milter deletes fields by their position): the end of the
+ * field starting at h[i] (after its continuation lines), and whether the
+ * field h[i..end) is an Authentication-Results claiming authserv_id.
+ */
+size_t osp_auth_field_end(const char *h, size_t len, size_t i);
+bool osp_auth_field_is_ours(const char *h, size_t i, size_t end, const char *authserv_id);
 size_t osp_auth_strip_ours(osp_buf_t *hdr, const char *authserv_id);
 
 #endif
