@@ -162,6 +162,7 @@ int filter_qset_store(filter_qset_t *qs, filter_quarantine_t *q, const filter_sc
     r->helo = msg->helo;
     r->subject = subject;
     r->message_id = message_id;
+    r->strip_authserv_id = res->strip_authserv_id;
     r->data = data;
     return filter_quarantine_store(q, r, done);
 }

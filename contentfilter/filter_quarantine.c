@@ -12,6 +12,7 @@
 #include "osp_buf.h"
 #include "osp_log.h"
 #include "osp_mem.h"
+#include "osp_auth.h"
 #include "filter_quarantine.h"
 
 void filter_quarantine__done(filter_quarantine_req_t *req)
@@ -20,6 +21,31 @@ void filter_quarantine__done(filter_quarantine_req_t *req)
 
     q->pending--;
     req->done(req, req->status);
+}
+
+size_t filter_quarantine__strip(char *msg, size_t len, const char *authserv_id)
+{
+    size_t hlen = 0, i;
+    osp_buf_t hdr;
+
+    /* the header section: up to and including the empty line */
+    for (i = 0; i < len; i++)
+        if (msg[i] == '\n' && (i + 1 == len || msg[i + 1] == '\n' ||
+                                (msg[i + 1] == '\r' && i + 2 < len && msg[i + 2] == '\n'))) {
+            hlen = i + 1;
+            break;
+        }
+    if (hlen == 0)
+        hlen = len;
+    osp_buf_init(&hdr, OSP_BUF_UNLIMITED);
+    osp_buf_append(&hdr, msg, hlen);
+    if (osp_auth_strip_ours(&hdr, authserv_id) > 0) {
+        memcpy(msg, hdr.data, hdr.len);
+        memmove(msg + hdr.len, msg + hlen, len - hlen);
+        len = len - hlen + hdr.len;
+    }
+    osp_buf_close(&hdr);
+    return len;
 }
 
 int filter_quarantine_store(filter_quarantine_t *q, filter_quarantine_req_t *req,
@@ -100,6 +126,30 @@ static void filter_qspool__work_cb(uv_work_t *work)
     step = "write";
     if (filter_qspool__write_all(fd, head.data, head.len) < 0)
         goto fail_fd;
+    if (req->strip_authserv_id) {
+        /* the header section without forged fields, then the rest as is */
+        uint64_t end;
+        osp_buf_t hdr;
+        step = "read body";
+        if (filter_body_header_end(req->body, FILTER_QUARANTINE_HEADERS_MAX, &end) == 0) {
+            osp_buf_init(&hdr, OSP_BUF_UNLIMITED);
+            while (off < end) {
+                size_t want = end - off < sizeof(chunk) ? (size_t)(end - off) : sizeof(chunk);
+                ssize_t n = filter_body_read(req->body, off, chunk, want);
+                if (n <= 0)
+                    break;
+                osp_buf_append(&hdr, chunk, (size_t)n);
+                off += (uint64_t)n;
+            }
+            hdr.len = filter_quarantine__strip(hdr.data, hdr.len, req->strip_authserv_id);
+            step = "write";
+            if (off != end || filter_qspool__write_all(fd, hdr.data, hdr.len) < 0) {
+                osp_buf_close(&hdr);
+                goto fail_fd;
+            }
+            osp_buf_close(&hdr);
+        }
+    }
     for (;;) {
         ssize_t n = filter_body_read(req->body, off, chunk, sizeof(chunk));
         if (n < 0) {

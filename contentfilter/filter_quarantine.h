@@ -46,6 +46,10 @@ struct filter_quarantine_req {
     /* Optional, for backends that keep metadata (the database); NULL/-1: none. */
     const int64_t *accounts;        /* nrcpt owning accounts (< 0: root, 0) or NULL */
     const char *client_addr, *client_name, *helo, *subject, *message_id;
+    /* Remove the message's Authentication-Results fields claiming this
+     * authserv-id (forged: ours are in add_headers), so a released copy
+     * carries only ours; NULL: none. */
+    const char *strip_authserv_id;
     void *data;                     /* the caller's */
     /* Output. */
     int status;
@@ -77,6 +81,13 @@ int filter_quarantine_store(filter_quarantine_t *q, filter_quarantine_req_t *req
                             filter_quarantine_cb done);
 /* For backends: complete req (req->status set) on the loop thread. */
 void filter_quarantine__done(filter_quarantine_req_t *req);
+/*
+ * For backends: remove the Authentication-Results fields claiming
+ * authserv_id from the header section of msg[len] in place; the new length.
+ */
+size_t filter_quarantine__strip(char *msg, size_t len, const char *authserv_id);
+/* Longest header section the spool backend rewrites. */
+#define FILTER_QUARANTINE_HEADERS_MAX (256 * 1024)
 void filter_quarantine_free(filter_quarantine_t **qp);
 
 /*

@@ -78,6 +78,10 @@ static void filter_qdb__read_cb(uv_work_t *work)
         off += (size_t)n;
     }
     op->len = total;
+    if (req->strip_authserv_id)
+        op->len = req->add_headers_len +
+                  filter_quarantine__strip(op->buf + req->add_headers_len,
+                                           total - req->add_headers_len, req->strip_authserv_id);
 }
 
 static void filter_qdb__stored_cb(void *ctx, int status, const osp_store_quarantine_result_t *r,

@@ -17,7 +17,7 @@
 
 osp_require root postfix python3
 osp_timeout "${OSP_TEST_TIMEOUT:-90}"
-tap_plan 12
+tap_plan 13
 
 SIGN=$OSP_TOP_BUILDDIR/tests/tools/dkim_sign
 KEY=$OSP_TOP_SRCDIR/tests/data/dkim/test.key
@@ -146,4 +146,25 @@ ok "a forged Authentication-Results claiming mx.osprey.test is removed; ours is 
         ! grep -q "header.d=bank.example" $f'
 ok "... while one from another authserv-id stays" \
     grep -q "^Authentication-Results: upstream.example; spf=pass" $f
+
+# ... and from a quarantined copy (spool backend), so a release carries only ours
+{ printf 'Authentication-Results: mx.osprey.test; dkim=pass header.d=bank.example\r\n'
+  printf 'Authentication-Results: upstream.example; spf=pass\r\n'
+  make_msg forgedq-0 example.org; } >"$OSP_TMP/forgedq.eml"
+python3 - "$OSP_SMTP_PORT" "$OSP_TMP/forgedq.eml" <<'EOP'
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), local_hostname="client.test", timeout=30)
+s.sendmail("bounce@example.org", ["quar@example.com"], open(sys.argv[2], "rb").read())
+s.quit()
+EOP
+_forgedq() {
+    local q
+    q=$(grep -l '^X-Test-Seq: forgedq-0' "$FILTER_DIR"/quarantine/*.eml 2>/dev/null) || return 1
+    [ "$(grep -c '^Authentication-Results: mx.osprey.test;' $q)" = 1 ] &&
+        ! grep -q 'header.d=bank.example' $q &&
+        grep -q '^Authentication-Results: upstream.example; spf=pass' $q &&
+        grep -q '^Hello,' $q
+}
+ok "the quarantined copy has the forged field removed too (ours and upstream's stay)" \
+    osp_wait_until 30 _forgedq
 tap_done

@@ -17,7 +17,7 @@ osp_require root postfix swaks python3
 [ -n "$(_osp_pg_find_bindir)" ] && id postgres >/dev/null 2>&1 ||
     tap_skip_all "no PostgreSQL server installed"
 osp_timeout "${OSP_TEST_TIMEOUT:-150}"
-tap_plan 26
+tap_plan 27
 
 [ -x "$FILTER_BIN" ] || osp_die "no $FILTER_BIN (build first)"
 sink_start || osp_die "smtp-sink did not start"
@@ -134,6 +134,19 @@ _forged() {
 }
 ok "a forged Authentication-Results claiming our authserv-id is removed, ours stays" \
     osp_wait_until 20 _forged
+osp_swaks --from x@example.org --to quar@example.com --header 'Subject: forged q' \
+    --header 'Authentication-Results: mx.osprey.test; dkim=pass header.d=forged.example' \
+    --header 'X-Test-Seq: forgedq-0' >"$OSP_TMP/swaks.forgedq" 2>&1
+_forgedq() {
+    local body
+    body=$(pg_psql -c "SELECT convert_from(b.body, 'UTF8') FROM quarantine q
+                         JOIN quarantine_bodies b ON b.sha256 = q.body_sha256
+                        WHERE q.subject = 'forged q'") || return 1
+    [ "$(grep -c '^Authentication-Results: mx.osprey.test' <<<"$body")" = 1 ] &&
+        ! grep -q forged.example <<<"$body" && grep -q '^X-Test-Seq: forgedq-0' <<<"$body"
+}
+ok "... and from the quarantined copy in PostgreSQL (a release carries only ours)" \
+    osp_wait_until 20 _forgedq
 
 # ---- failures reach the client as 4xx
 osp_swaks --from x@example.org --to deliver@example.com --header 'Subject: FAILSCAN x' \
