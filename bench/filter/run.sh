@@ -5,18 +5,20 @@
 #   Postfix reinjection smtpd -> queue -> smtp-sink
 # with (1) no content filter, (2) osprey-filter over LMTP (database
 # quarantine, account settings and message log on a private PostgreSQL),
-# (2b) osprey-filter as a milter (postfix-conf/main.cf.milter: the same
+# (2a) the same with Bayes on (PostgreSQL token counts, 1,000 corpus
+# messages trained first), (2b) osprey-filter as a milter (postfix-conf/main.cf.milter: the same
 # rules, database and log, scanned before the queue), (3) Rspamd as a
 # milter on the same smtpd (sender -> smtpd + milter -> queue -> smtp-sink:
 # a milter scans before the queue, so Postfix queues each message once),
 # (4) amavisd-new + SpamAssassin (network tests off) as the content filter.
 # osprey-filter scans every message with the shipped default rules.
 #
-#   bench/filter/run.sh [-n COUNT] [-s SESSIONS] [-R] [-A] [BUILD_DIR]   (as root)
+#   bench/filter/run.sh [-n COUNT] [-s SESSIONS] [-R] [-A] [-B] [BUILD_DIR]   (as root)
 #       -n COUNT     messages per configuration (default 2000; e.g. 10000)
 #       -s SESSIONS  parallel SMTP connections (default 20)
 #       -R           skip the Rspamd baseline
 #       -A           skip the amavisd-new baseline
+#       -B           skip the osprey-bayes row (osprey-filter with Bayes on)
 #
 # Rspamd (Debian package rspamd, installed with apt-get when missing, its
 # service never started) runs as a private instance: "rspamd -f" as
@@ -57,13 +59,15 @@ COUNT=2000
 SESSIONS=20
 AMAVIS=1
 RSPAMD=1
-while getopts n:s:AR o; do
+BAYES=1
+while getopts n:s:ABR o; do
     case $o in
     n) COUNT=$OPTARG ;;
     s) SESSIONS=$OPTARG ;;
     A) AMAVIS=0 ;;
     R) RSPAMD=0 ;;
-    *) echo "usage: $0 [-n COUNT] [-s SESSIONS] [-R] [-A] [BUILD_DIR]" >&2; exit 2 ;;
+    B) BAYES=0 ;;
+    *) echo "usage: $0 [-n COUNT] [-s SESSIONS] [-R] [-A] [-B] [BUILD_DIR]" >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -119,6 +123,9 @@ for (const dir of fs.readdirSync(src).sort()) {
         const out = path.join(dst, String(++n).padStart(5, '0') + '.eml');
         fs.writeFileSync(out, body, 'latin1');
         console.log(out);
+        // labels, for training Bayes before the osprey-bayes row
+        fs.appendFileSync(path.join(dst, '..', dir.startsWith('spam') ? 'spam.list' : 'ham.list'),
+                          out + '\n');
     }
 }
 EOJ
@@ -217,6 +224,38 @@ osprey_pids() { echo "$FILTER_PID"; }
 run_one osprey osprey_pids
 [ "$have_pg" = 1 ] || NOTE[osprey]="spool quarantine, no database (PostgreSQL not installed)"
 filter_stop
+
+# ---- 2a: the same with Bayes (filter_bayes = yes): token counts from
+# PostgreSQL through the filter's cache, trained first with "ospreyctl bayes
+# train --database" on 500 spam and 500 ham of the corpus.
+if [ "$have_pg" = 1 ] && [ "$BAYES" = 1 ]; then
+    CTL=$OSP_TOP_BUILDDIR/ospreyctl
+    tb0=$EPOCHREALTIME
+    # shellcheck disable=SC2046  # one argument per file
+    "$CTL" -c "$FILTER_DIR/osprey.conf" bayes train --database --spam \
+        $(head -n 500 "$CORPUS/spam.list") >"$OSP_TMP/train-spam.out" 2>&1 &&
+        "$CTL" -c "$FILTER_DIR/osprey.conf" bayes train --database --ham \
+            $(head -n 500 "$CORPUS/ham.list") >"$OSP_TMP/train-ham.out" 2>&1
+    trc=$?
+    ntrained=$(cat "$OSP_TMP"/train-*.out | grep -c ': trained (')
+    tap_diag "bayes: trained $ntrained messages in $(echo "$EPOCHREALTIME - $tb0" | bc) s (rc $trc)"
+    if [ "$trc" = 0 ]; then
+        cp "$FILTER_DIR/osprey.conf" "$FILTER_DIR/osprey.conf.nobayes"
+        echo "filter_bayes = yes" >>"$FILTER_DIR/osprey.conf"
+        if filter_start bench-bayes; then
+            run_one osprey-bayes osprey_pids
+            NOTE[osprey-bayes]="LMTP, Bayes on ($ntrained messages trained)"
+            grep -q 'bayes=[01]\.[0-9]' "$FILTER_LOG" ||
+                NOTE[osprey-bayes]+="; no Bayes answer in the log"
+            filter_stop
+        else
+            NOTE[osprey-bayes]="osprey-filter did not start with filter_bayes = yes"
+        fi
+        cp "$FILTER_DIR/osprey.conf.nobayes" "$FILTER_DIR/osprey.conf"
+    else
+        NOTE[osprey-bayes]="training failed: $(tail -n 2 "$OSP_TMP"/train-*.out | tr '\n' ' ')"
+    fi
+fi
 
 # ---- 2b: osprey-filter as a milter (before the queue, like Rspamd below),
 # configured with postfix-conf/main.cf.milter; same rules, database and log.
@@ -457,7 +496,7 @@ fi
         "$SESSIONS connections, $(nproc) CPUs; noisy: shared machine"
     echo "# load average at start: $LOAD0; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     printf '%-14s %10s %16s %14s  %s\n' config "msg/s" "filter CPU ms/msg" "filter RSS MB" note
-    for n in none osprey osprey-milter rspamd amavisd; do
+    for n in none osprey osprey-bayes osprey-milter rspamd amavisd; do
         [ -n "${RATE[$n]:-}${NOTE[$n]:-}" ] || continue
         rss=-
         [ -n "${RSS[$n]:-}" ] && [ "${RSS[$n]}" != 0 ] && rss=$(echo "scale=1; ${RSS[$n]} / 1024" | bc)
