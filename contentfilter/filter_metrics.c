@@ -38,7 +38,7 @@ struct filter_metrics {
     filter_bayes_t *fb;
     osp_metrics_t *reg;
     fm_counter_t counters[FM__COUNT];
-    osp_gauge_t *sessions, *store_up, *breaker_open, *log_queued, *log_journal_pending,
+    osp_gauge_t *sessions, *milters, *store_up, *breaker_open, *log_queued, *log_journal_pending,
         *acc_entries, *bayes_entries;
 };
 
@@ -63,6 +63,7 @@ static void fm_collect(osp_metrics_t *reg, void *ctx)
     fm_feed(&m->counters[FM_TEMPFAIL], srv->n_tempfail);
     fm_feed(&m->counters[FM_LOG_DROPPED], srv->n_log_dropped);
     osp_gauge_set(m->sessions, (double)srv->nsessions);
+    osp_gauge_set(m->milters, (double)srv->nmilters);
     if (m->fa) {
         filter_accounts_stats_t a;
         filter_accounts_stats(m->fa, &a);
@@ -166,6 +167,8 @@ static void fm_register(filter_metrics_t *m)
     for (i = 0; i < sizeof(defs) / sizeof(defs[0]); i++)
         m->counters[defs[i].id].c = osp_metrics_counter(m->reg, defs[i].name, defs[i].help);
     m->sessions = osp_metrics_gauge(m->reg, "osprey_filter_sessions", "Sessions being served.");
+    m->milters = osp_metrics_gauge(m->reg, "osprey_filter_milter_connections",
+                                   "Milter connections being served.");
     m->store_up = osp_metrics_gauge(m->reg, "osprey_filter_store_connections_up",
                                     "Database connections ready.");
     m->breaker_open = osp_metrics_gauge(m->reg, "osprey_filter_store_breaker_open",

@@ -8,6 +8,8 @@ const osp_param_def_t filter_params[] = {
       "Listeners for mail from Postfix: inet:ADDR:PORT or unix:PATH (SMTP and LMTP)" },
     { "filter_milter_listen", OSP_PT_LIST, "", 0, 0, 0,
       "Listeners for Postfix's smtpd_milters (before-queue scanning): inet:ADDR:PORT or unix:PATH; empty: none" },
+    { "filter_milter_max_sessions", OSP_PT_INT, "500", 1, 100000, 0,
+      "Concurrent milter connections (Postfix holds one per smtpd process); more are closed" },
     { "filter_reinject", OSP_PT_STRING, "inet:127.0.0.1:10026", 0, 0, OSP_PF_RELOADABLE,
       "Postfix smtpd that receives scanned mail" },
     { "filter_max_sessions", OSP_PT_INT, "50", 1, 10000, 0,

@@ -45,6 +45,7 @@ int filter_conf_load(const osp_config_t *cfg, filter_conf_t *conf, char *err, si
         return -1;
     }
     conf->max_sessions = (unsigned)osp_config_int(cfg, "filter_max_sessions");
+    conf->milter_max_sessions = (unsigned)osp_config_int(cfg, "filter_milter_max_sessions");
     conf->size_limit = osp_config_size(cfg, "filter_message_size_limit");
     conf->memory_threshold = (size_t)osp_config_size(cfg, "filter_memory_threshold");
     conf->temp_dir = osp_config_str(cfg, "filter_temp_directory");
@@ -176,26 +177,29 @@ void filter_server__milter_gone(filter_server_t *srv, filter_milter_t *m, bool c
             filter_milter_set_next(p, filter_milter_next(m));
     }
     if (counted)
-        srv->nsessions--;
-    else
-        srv->nrefused--;
+        srv->nmilters--;
 }
 
-/* A milter connection; beyond max_sessions it is closed (milter_default_action applies). */
+/*
+ * A milter connection.  Postfix keeps one open per smtpd process for the
+ * whole SMTP session, idle or not, so they have their own, larger limit
+ * (scans still queue for the thread pool); beyond it the connection is
+ * closed and Postfix applies milter_default_action.
+ */
 static void filter_server__accept_milter(filter_server_t *srv, uv_stream_t *ls, bool is_unix)
 {
     filter_milter_t *m = filter_milter_create(srv, is_unix);
-    bool busy = srv->nsessions >= srv->conf->max_sessions;
+    bool busy = srv->nmilters >= srv->conf->milter_max_sessions;
 
     filter_milter_set_next(m, srv->milters);
     srv->milters = m;
-    if (busy) {
-        srv->nrefused++;
-        osp_warn("too many sessions (%u): closing a milter connection", srv->nsessions);
-    } else {
-        srv->nsessions++;
-    }
+    if (busy)
+        osp_warn("too many milter connections (%u): closing one", srv->nmilters);
+    else
+        srv->nmilters++;
     if (uv_accept(ls, filter_milter_stream(m)) < 0) {
+        if (!busy)
+            srv->nmilters--;        /* started as refused: milter_gone balances */
         filter_milter_start(m, true);
         filter_milter_abort(m);
         return;
@@ -229,7 +233,11 @@ static void filter_server__accept_cb(uv_stream_t *ls, int status)
     else
         srv->nsessions++;
     if (uv_accept(ls, filter_session_stream(sess)) < 0) {
-        /* Counted as started so that session_gone balances. */
+        /* Started as refused (counted = false): session_gone balances that. */
+        if (!busy) {
+            srv->nsessions--;
+            srv->nrefused++;
+        }
         filter_session_start(sess, true);
         filter_session_abort(sess);
         return;

@@ -44,6 +44,7 @@ typedef struct filter_conf {
     const char *const *milter_listen;   /* borrowed: milter listeners */
     size_t nmilter_listen;
     unsigned max_sessions;
+    unsigned milter_max_sessions;   /* milter connections (one per Postfix smtpd) */
     uint64_t size_limit;
     size_t memory_threshold;
     const char *temp_dir;           /* borrowed */
@@ -101,6 +102,7 @@ typedef struct filter_server {
     filter_session_t *sessions;     /* every live session (list) */
     struct filter_milter *milters;  /* every live milter connection (list) */
     unsigned nsessions;             /* sessions being served */
+    unsigned nmilters;              /* milter connections being served */
     unsigned nrefused;              /* busy sessions saying 421 */
     uint64_t seq;                   /* session ids */
     bool shutting_down;

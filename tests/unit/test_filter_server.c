@@ -213,6 +213,7 @@ static int setup(void **state)
     snprintf(ov, sizeof(ov), "filter_milter_listen=inet:127.0.0.1:%d", milter_port);
     overrides[n++] = osp_strdup(ov);
     overrides[n++] = osp_strdup("filter_max_sessions=3");
+    overrides[n++] = osp_strdup("filter_milter_max_sessions=3");
     overrides[n++] = osp_strdup("filter_message_size_limit=64k");
     overrides[n++] = osp_strdup("filter_memory_threshold=4k");
     overrides[n++] = osp_strdup("filter_error_limit=5");
@@ -707,6 +708,29 @@ static void test_milter_bad_input(void **state)
     close(fd2);
 }
 
+static void test_milter_max_sessions(void **state)
+{
+    char buf[64];
+    size_t len;
+    uint32_t v[3] = { htonl(6), htonl(0x1ff), htonl(0) };
+    int fd[3], extra, i;
+
+    (void)state;
+    usleep(200000);   /* connections of earlier cases are gone */
+    for (i = 0; i < 3; i++)
+        fd[i] = milter_open(0);
+    /* The fourth is closed at once: Postfix applies milter_default_action. */
+    extra = client_connect_to(milter_port);
+    mpkt(extra, 'O', v, sizeof(v));
+    assert_int_equal(mread(extra, buf, sizeof(buf), &len), '\0');
+    close(extra);
+    close(fd[0]);
+    usleep(200000);
+    fd[0] = milter_open(0);   /* a slot is free again */
+    for (i = 0; i < 3; i++)
+        close(fd[i]);
+}
+
 static void test_milter_codec(void **state)
 {
     osp_buf_t b;
@@ -748,6 +772,7 @@ int main(void)
         cmocka_unit_test(test_milter_codec),
         cmocka_unit_test(test_milter_verdicts),
         cmocka_unit_test(test_milter_bad_input),
+        cmocka_unit_test(test_milter_max_sessions),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
