@@ -8,8 +8,9 @@
 # tests/data/demo (or the files given as arguments) are sent from a clean
 # client, and a few from a blocked network, a blocked sender and a bad HELO;
 # the SMTP answers, what reached the final destination (smtp-sink), the
-# quarantine and the message log are printed.  Everything started is
-# stopped again.
+# quarantine and the message log are printed.  Then the same messages go
+# through osprey-filter as a before-queue milter (postfix-conf/main.cf.milter).
+# Everything started is stopped again.
 #
 #   sudo ./scripts/demo.sh [MESSAGE.eml ...]
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -169,6 +170,36 @@ grep -E 'NOQUEUE: reject|status=' "$OSP_MAILLOG" | sed 's/^.*\]: /   /' >&2
 say "== osprey-policyd log"
 grep -E 'action=' "$OSP_TMP/policyd.log" | sed 's/^/   /' >&2
 say "== osprey-filter log"
+grep -E 'action=' "$FILTER_LOG" | sed 's/^/   /' >&2
+say "== the same scan before the queue: osprey-filter as a milter (postfix-conf/main.cf.milter)"
+filter_stop
+mport=$(osp_free_port) || osp_die "no free port"
+postconf -c "$OSP_POSTFIX_DIR" -X content_filter receive_override_options
+# (the policy checks are left out of this round: the senders above used up their rate limit)
+postconf -c "$OSP_POSTFIX_DIR" -e \
+    "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination" \
+    "smtpd_end_of_data_restrictions ="
+while IFS= read -r line; do
+    case $line in '#'* | '') continue ;; esac
+    postconf -c "$OSP_POSTFIX_DIR" -e "${line//:10029/:$mport}" || osp_die "postconf failed"
+done <"$top/postfix-conf/main.cf.milter"
+postfix_reload
+filter_start filter-milter -o "filter_milter_listen=inet:127.0.0.1:$mport" >/dev/null ||
+    osp_die "osprey-filter did not start as a milter"
+say "   Postfix smtpd asks osprey-filter on 127.0.0.1:$mport at the end of each message"
+n0=$(sink_count)
+for m in "${messages[@]}"; do
+    rcpt=$(grep -m1 -i '^To:' "$m" | grep -oE '[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+' | head -1)
+    from=$(grep -m1 -i '^From:' "$m" | grep -oE '[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+' | head -1)
+    out=$(osp_swaks --xclient 'ADDR=203.0.113.20 NAME=mail.example.net' \
+        --from "${from:-demo@example.org}" --to "${rcpt:-postmaster@example.com}" --data "$m" 2>&1)
+    say "   $(basename "$m"): $(printf '%s\n' "$out" | sed -n 's/^<[-~*]* *\([245][0-9][0-9] .*\)/\1/p' |
+        grep -v '^221' | tail -1 | cut -c1-90)"
+done
+wait_queue_empty 30 >/dev/null || say "   the Postfix queue did not drain"
+say "   delivered $(( $(sink_count) - n0 )) of ${#messages[@]}, quarantined" \
+    "$(grep -c 'action=quarantine' "$FILTER_LOG") before Postfix queued them (the client saw 250;" \
+    "Postfix discarded them on the filter's word)"
 grep -E 'action=' "$FILTER_LOG" | sed 's/^/   /' >&2
 say "== stopping everything"
 osp_cleanup
