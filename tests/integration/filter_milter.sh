@@ -17,7 +17,7 @@ osp_require root postfix swaks python3
 [ -n "$(_osp_pg_find_bindir)" ] && id postgres >/dev/null 2>&1 ||
     tap_skip_all "no PostgreSQL server installed"
 osp_timeout "${OSP_TEST_TIMEOUT:-150}"
-tap_plan 27
+tap_plan 28
 
 [ -x "$FILTER_BIN" ] || osp_die "no $FILTER_BIN (build first)"
 sink_start || osp_die "smtp-sink did not start"
@@ -88,6 +88,16 @@ qid=$(maillog_grep 'postfix/smtpd\[[0-9]+\]: [0-9A-F]+: client=' | tail -n 1 |
     sed -E 's/.*: ([0-9A-F]+): client=.*/\1/')
 ok "the filter's log names Postfix's queue id ($qid)" \
     grep -q "M[0-9A-F]*: $qid: scan_id=.* action=" "$FILTER_LOG"
+
+# ---- a 2 MB message: past filter_memory_threshold (1M), kept in a temporary file
+send_batch big 1 deliver 2000000 >/dev/null 2>&1 || tap_diag "send_batch big failed"
+_big() {
+    local f
+    f=$(sink_find "X-Test-Seq: big-0") || return 1
+    grep -q '^pad big line 024999 ' $f && grep -q "proto=milter stored=file" "$FILTER_LOG"
+}
+ok "a 2 MB message goes through the milter whole (body spilled to a temporary file)" \
+    osp_wait_until 30 _big
 
 # ---- one message, two recipients: quarantined for one, delivered to the other
 n0=$(sink_count)
