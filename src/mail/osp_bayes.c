@@ -70,6 +70,7 @@ static void osp_bayes__tokens_reset(osp_bayes_tokens_t *t)
         for (i = 0; i < t->n; i++)
             free(t->text[i]);
     t->n = 0;
+    t->ntrace = 0;
 }
 
 void osp_bayes_tokens_close(osp_bayes_tokens_t *t)
@@ -77,7 +78,21 @@ void osp_bayes_tokens_close(osp_bayes_tokens_t *t)
     osp_bayes__tokens_reset(t);
     OSP_FREE(&t->hash);
     OSP_FREE(&t->text);
+    OSP_FREE(&t->trace);
     t->alloc = 0;
+    t->trace_alloc = 0;
+}
+
+/* Remember t->hash[from..n) as trace tokens (left out of the message key). */
+static void osp_bayes__trace(osp_bayes_tokens_t *t, size_t from)
+{
+    for (; from < t->n; from++) {
+        if (t->ntrace == t->trace_alloc) {
+            t->trace_alloc = t->trace_alloc ? t->trace_alloc * 2 : 64;
+            t->trace = osp_reallocarray(t->trace, t->trace_alloc, sizeof(uint64_t));
+        }
+        t->trace[t->ntrace++] = t->hash[from];
+    }
 }
 
 void osp_bayes_tokens_add(osp_bayes_tokens_t *t, const char *prefix, const char *s, size_t len)
@@ -171,6 +186,14 @@ void osp_bayes_tokens_finish(osp_bayes_tokens_t *t)
 {
     size_t i, o = 0;
 
+    if (t->ntrace > 0) {
+        osp_bayes__sort_u64(t->trace, t->ntrace);
+        for (i = 0; i < t->ntrace; i++)
+            if (o == 0 || t->trace[i] != t->trace[o - 1])
+                t->trace[o++] = t->trace[i];
+        t->ntrace = o;
+        o = 0;
+    }
     if (t->n == 0)
         return;
     if (!t->keep_text) {
@@ -524,7 +547,9 @@ void osp_bayes_tokenize(const osp_mime_message_t *m, unsigned flags, osp_bayes_t
             } else if (strcmp(hn, "return-path") == 0) {
                 osp_bayes__addresses(t, "rp:", v);
             } else if (strcmp(hn, "received") == 0) {
+                size_t from = t->n;
                 osp_bayes__header_words(t, "rcvd:", v);
+                osp_bayes__trace(t, from);
             } else if (strcmp(hn, "content-type") == 0) {
                 osp_bayes__header_words(t, "ct:", v);
             } else if (strcmp(hn, "x-mailer") == 0 || strcmp(hn, "user-agent") == 0) {
@@ -733,13 +758,24 @@ size_t osp_bayes_size(const osp_bayes_t *b)
 
 void osp_bayes_message_key(const osp_bayes_tokens_t *t, uint8_t key_r[OSP_BAYES_KEY_LEN])
 {
-    unsigned i;
+    uint64_t *keep = osp_malloc((t->n ? t->n : 1) * sizeof(uint64_t));
+    size_t n = 0, i, j = 0;
+    unsigned k;
 
-    for (i = 0; i < OSP_BAYES_KEY_LEN / 8; i++) {
-        uint64_t h = osp_bayes_hash(t->hash, t->n * sizeof(uint64_t),
-                                    OSP_BAYES_SEED ^ (UINT64_C(0x4d5347) + i));
-        memcpy(key_r + 8 * i, &h, 8);
+    /* both sorted: the message's tokens that are not trace tokens */
+    for (i = 0; i < t->n; i++) {
+        while (j < t->ntrace && t->trace[j] < t->hash[i])
+            j++;
+        if (j < t->ntrace && t->trace[j] == t->hash[i])
+            continue;
+        keep[n++] = t->hash[i];
     }
+    for (k = 0; k < OSP_BAYES_KEY_LEN / 8; k++) {
+        uint64_t h = osp_bayes_hash(keep, n * sizeof(uint64_t),
+                                    OSP_BAYES_SEED ^ (UINT64_C(0x4d5347) + k));
+        memcpy(key_r + 8 * k, &h, 8);
+    }
+    free(keep);
 }
 
 void osp_bayes_tokenize_message(const void *data, size_t len, osp_bayes_tokens_t *t)

@@ -74,6 +74,8 @@ typedef struct osp_bayes_tokens {
     size_t n, alloc;
     bool keep_text;
     char **text;         /* parallel to hash when keep_text (owned) */
+    uint64_t *trace;     /* the tokens of trace fields (Received:), sorted, unique */
+    size_t ntrace, trace_alloc;
 } osp_bayes_tokens_t;
 
 void osp_bayes_tokens_init(osp_bayes_tokens_t *t, bool keep_text);
@@ -121,9 +123,10 @@ enum osp_bayes_train_result {
 
 /*
  * The message key that makes training idempotent: 32 bytes (the size of
- * bayes_trained.message_hash) derived from the sorted token set, i.e. the
- * hash of the message as the classifier sees it, so the same message
- * re-sent with other Received lines still counts once.  Not a
+ * bayes_trained.message_hash) derived from the sorted token set without
+ * the tokens of trace fields (Received:, which carry queue ids, dates and
+ * relays that change each time a message is sent), so the same message
+ * re-sent, or arriving over another path, still counts once.  Not a
  * cryptographic hash (it only keys one account's own training votes).
  */
 #define OSP_BAYES_KEY_LEN 32

@@ -17,7 +17,7 @@ osp_require root postfix swaks python3
 osp_timeout "${OSP_TEST_TIMEOUT:-150}"
 [ -n "$(_osp_pg_find_bindir)" ] && id postgres >/dev/null 2>&1 ||
     tap_skip_all "no PostgreSQL server installed"
-tap_plan 30
+tap_plan 31
 
 ctl=$OSP_TOP_BUILDDIR/ospreyctl
 [ -x "$FILTER_BIN" ] || osp_die "no $FILTER_BIN (build first)"
@@ -209,6 +209,10 @@ filter_stop
 deadport=$(osp_free_port)
 filter_start fbayes3 -o filter_bayes_autolearn=yes -o filter_bayes_autolearn_spam_score=5 \
     -o "filter_reinject=inet:127.0.0.1:$deadport" || osp_die "osprey-filter did not restart"
+# other words: a message with the same words is the same message for training
+# (the training key leaves Received: out), and would count once
+words1=$words
+words="$(tr -dc a-z </dev/urandom | head -c 10) $(tr -dc a-z </dev/urandom | head -c 10)"
 learnme blearn-2
 _learnt2() { [ "$(gspam)" = $((base + 2)) ]; }
 ok "autolearn: the next message is trained although its delivery is deferred" \
@@ -223,6 +227,15 @@ sleep 1
 grep "bayes autolearn" "$FILTER_LOG" | tap_diag
 tap_is "$(gspam)/$(gtrained)" "$((base + 2))/$((base_rows + 2))" \
     "autolearn: the retried message is not counted twice"
+# The first message's words sent again as a new message (new queue id,
+# other Received: lines): the same message for training, counted once.
+words=$words1
+learnme blearn-3
+_seen3() { sink_find "X-Test-Seq: blearn-3" >/dev/null || quar_file blearn-3 >/dev/null; }
+osp_wait_until 30 _seen3
+sleep 1
+tap_is "$(gspam)/$(gtrained)" "$((base + 2))/$((base_rows + 2))" \
+    "autolearn: the same message sent again (other Received: lines) is not counted again"
 
 # ---- the database goes away: mail flows without Bayes, logged once
 pg_stop

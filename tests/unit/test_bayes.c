@@ -508,6 +508,43 @@ static void test_message_key(void **state)
     osp_bayes_tokens_close(&c);
 }
 
+/*
+ * The same message sent twice (other Received lines: queue id, date,
+ * relay) has one key, though the Received words are still tokens for the
+ * classifier; another body has another key.
+ */
+static void test_message_key_ignores_trace(void **state)
+{
+    static const char *const msgs[] = {
+        "Received: from a.example (a.example [192.0.2.1]) by mx.example.com (Postfix)\r\n"
+        "\twith ESMTP id 4711ABC for <u@example.com>; Fri, 27 Nov 2026 05:23:49 +0000\r\n"
+        "From: s@example.org\r\nSubject: Cheap pills\r\n\r\nBuy cheap pills today\r\n",
+        "Received: from b.example (b.example [198.51.100.9]) by mx2.example.com (Postfix)\r\n"
+        "\twith ESMTP id 9F00DEE for <u@example.com>; Sat, 28 Nov 2026 11:02:03 +0000\r\n"
+        "Received: from relay.example by b.example; Sat, 28 Nov 2026 11:02:01 +0000\r\n"
+        "From: s@example.org\r\nSubject: Cheap pills\r\n\r\nBuy cheap pills today\r\n",
+        "Received: from a.example (a.example [192.0.2.1]) by mx.example.com (Postfix)\r\n"
+        "\twith ESMTP id 4711ABC for <u@example.com>; Fri, 27 Nov 2026 05:23:49 +0000\r\n"
+        "From: s@example.org\r\nSubject: Cheap pills\r\n\r\nBuy cheap pills tomorrow\r\n",
+    };
+    osp_bayes_tokens_t t[3];
+    uint8_t k[3][OSP_BAYES_KEY_LEN];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < 3; i++) {
+        osp_bayes_tokens_init(&t[i], false);
+        osp_bayes_tokenize_message(msgs[i], strlen(msgs[i]), &t[i]);
+        osp_bayes_message_key(&t[i], k[i]);
+    }
+    assert_true(t[0].ntrace > 5);                         /* Received words are tokens */
+    assert_true(t[0].n != t[1].n || memcmp(t[0].hash, t[1].hash, t[0].n * 8) != 0);
+    assert_memory_equal(k[0], k[1], OSP_BAYES_KEY_LEN);  /* ... but not part of the key */
+    assert_memory_not_equal(k[0], k[2], OSP_BAYES_KEY_LEN);
+    for (i = 0; i < 3; i++)
+        osp_bayes_tokens_close(&t[i]);
+}
+
 /* A message's tokens are the filter's; the database training parameters
  * are the key as a bytea literal and the hashes as a bigint[] literal; t
  * and the array are reset on reuse. */
@@ -694,6 +731,7 @@ int main(void)
         cmocka_unit_test(test_score_pure),
         cmocka_unit_test(test_store_interface),
         cmocka_unit_test(test_message_key),
+        cmocka_unit_test(test_message_key_ignores_trace),
         cmocka_unit_test(test_train_message),
         cmocka_unit_test(test_autolearn),
         cmocka_unit_test(test_put_cache),
