@@ -17,7 +17,7 @@ osp_require root postfix swaks python3
 [ -n "$(_osp_pg_find_bindir)" ] && id postgres >/dev/null 2>&1 ||
     tap_skip_all "no PostgreSQL server installed"
 osp_timeout "${OSP_TEST_TIMEOUT:-150}"
-tap_plan 28
+tap_plan 31
 
 [ -x "$FILTER_BIN" ] || osp_die "no $FILTER_BIN (build first)"
 sink_start || osp_die "smtp-sink did not start"
@@ -40,7 +40,10 @@ while IFS= read -r line; do
     postconf -c "$OSP_POSTFIX_DIR" -e "${line//:10029/:$MILTER_PORT}" ||
         osp_die "postconf -e $line failed"
 done <"$top_srcdir/postfix-conf/main.cf.milter"
-ok "postfix check accepts postfix-conf/main.cf.milter" postfix -c "$OSP_POSTFIX_DIR" check
+sed -e "s/127\.0\.0\.1:10026/127.0.0.1:$REINJECT_PORT/" "$top_srcdir/postfix-conf/master.cf.milter" \
+    >>"$OSP_POSTFIX_DIR/master.cf"
+ok "postfix check accepts postfix-conf/main.cf.milter and master.cf.milter" \
+    postfix -c "$OSP_POSTFIX_DIR" check
 ok "Postfix starts with smtpd_milters = inet:127.0.0.1:$MILTER_PORT" postfix_start ||
     osp_die "Postfix did not start"
 ok "osprey-filter starts with a milter listener" filter_start milter1 ||
@@ -112,6 +115,33 @@ ok "two recipients: the copy goes to deliver@ only (quar@ removed)" osp_wait_unt
 ok "two recipients: quar@ has its row in the quarantine" \
     test "$(pg_psql -c "SELECT count(*) FROM quarantine WHERE subject = 'split one'
                           AND recipient = 'quar@example.com'")" = 1
+
+# ---- release from the quarantine: osprey-worker -> the smtpd of
+# master.cf.milter, which runs no milter, so it is not quarantined again
+WORKER_BIN=$OSP_TOP_BUILDDIR/osprey-worker
+CTL_BIN=$OSP_TOP_BUILDDIR/ospreyctl
+cat >"$OSP_TMP/worker.conf" <<EOC
+database_connection = $OSP_PG_CONNINFO
+osprey_user = nobody
+worker_poll_interval = 300ms
+worker_retry_backoff = 1s
+worker_release_address = 127.0.0.1:$REINJECT_PORT
+EOC
+qrow=$(pg_psql -c "SELECT id FROM quarantine WHERE subject = 'split one'")
+scans0=$(grep -c 'action=' "$FILTER_LOG")
+ok "ospreyctl quarantine release queues the release" \
+    "$CTL_BIN" -c "$OSP_TMP/worker.conf" quarantine release "$qrow"
+osp_spawn worker "$WORKER_BIN" -f -c "$OSP_TMP/worker.conf"
+WORKER_PID=$OSP_LAST_PID
+_released() {
+    [ "$(pg_psql -c "SELECT release_state FROM quarantine WHERE id = $qrow")" = released ] &&
+        [ "$(grep -l '^X-Test-Seq: split-0' $(sink_files) | xargs grep -l '^X-Rcpt-Args: <quar@example.com>' | wc -l)" = 1 ]
+}
+ok "released: quar@ gets its copy through the release smtpd" osp_wait_until 30 _released
+ok "released mail is not scanned again (no milter on the release smtpd)" \
+    eval '[ "$(grep -c "action=" "$FILTER_LOG")" = "$scans0" ] &&
+        maillog_wait "postfix/osprey-release/smtpd\[[0-9]+\]: [0-9A-F]+: client=localhost" 5'
+osp_kill_pid "$WORKER_PID" 10
 
 # ---- tag, discard, reject
 osp_swaks --from x@example.org --to deliver@example.com --header 'Subject: TAGME tagged' \
