@@ -84,6 +84,7 @@ struct filter_milter {
     filter_conn_t conn;             /* stream, reply buffer, writes */
     enum fm_state state;
     bool counted, is_unix, reading, negotiated;
+    bool in_input;                  /* fm_input is running */
     char id[24];
     uint32_t proto;                 /* negotiated SMFIP_* */
     osp_buf_t in;                   /* packets not yet complete */
@@ -1012,6 +1013,13 @@ static void fm_input(filter_milter_t *m)
 {
     size_t off = 0;
 
+    /*
+     * A message answered at once (fm_resume from inside fm_packet) comes
+     * back here: the outer loop goes on with the next packet instead.
+     */
+    if (m->in_input)
+        return;
+    m->in_input = true;
     while (m->state == FM_READ && !m->conn.close_after_flush) {
         filter_milter_packet_t p;
         size_t used;
@@ -1028,6 +1036,7 @@ static void fm_input(filter_milter_t *m)
         off += used;
     }
     osp_buf_consume(&m->in, off);
+    m->in_input = false;
 }
 
 /* ---- sessions ------------------------------------------------------------------ */

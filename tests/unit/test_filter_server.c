@@ -708,6 +708,36 @@ static void test_milter_bad_input(void **state)
     close(fd2);
 }
 
+/* A message answered at once (no recipients: tempfail) with the next one
+ * pipelined behind it in the same write: each is answered once, in order. */
+static void test_milter_pipelined(void **state)
+{
+    osp_buf_t b;
+    char buf[4096], cmd;
+    size_t len;
+    int fd;
+
+    (void)state;
+    fd = milter_open(0x1ff380u);
+    osp_buf_init(&b, OSP_BUF_UNLIMITED);
+    filter_milter_put(&b, 'M', "<s@example.org>\0", 16);
+    filter_milter_put(&b, 'E', NULL, 0);
+    filter_milter_put(&b, 'M', "<s@example.org>\0", 16);
+    filter_milter_put(&b, 'R', "<deliver@example.com>\0", 22);
+    filter_milter_put(&b, 'L', "Subject\0 second\0", 17);
+    filter_milter_put(&b, 'N', NULL, 0);
+    filter_milter_put(&b, 'E', "body\r\n", 6);
+    assert_int_equal(write(fd, b.data, b.len), (ssize_t)b.len);
+    osp_buf_close(&b);
+    assert_int_equal(mread(fd, buf, sizeof(buf), &len), 't');
+    while ((cmd = mread(fd, buf, sizeof(buf), &len)) == 'i')
+        ;
+    assert_int_equal(cmd, 'c');
+    mpkt(fd, 'Q', NULL, 0);
+    assert_int_equal(mread(fd, buf, sizeof(buf), &len), '\0');   /* nothing more */
+    close(fd);
+}
+
 static void test_milter_max_sessions(void **state)
 {
     char buf[64];
@@ -772,6 +802,7 @@ int main(void)
         cmocka_unit_test(test_milter_codec),
         cmocka_unit_test(test_milter_verdicts),
         cmocka_unit_test(test_milter_bad_input),
+        cmocka_unit_test(test_milter_pipelined),
         cmocka_unit_test(test_milter_max_sessions),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
