@@ -2,6 +2,7 @@
 #ifndef CTL_H
 #define CTL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <libpq-fe.h>
@@ -96,6 +97,25 @@ int ctl_pg_account(ctl_pg_t *pg, const char *spec, char id_r[32]);
 int ctl_pg_audit(ctl_pg_t *pg, const char *account_id, const char *action,
                  const char *object_type, const char *object_id, const char *details_json);
 void ctl_pg_print_table(const PGresult *res);
+/* Run a query and print its table: 0, or 1 (error printed). */
+int ctl_pg_show(ctl_pg_t *pg, const char *what, const char *sql, int n,
+                const char *const *params);
+
+/* One option of a subcommand: "--name VALUE" (value set) or a flag "--name" (flag set). */
+typedef struct ctl_opt {
+    const char *name;
+    const char **value;
+    bool *flag;
+} ctl_opt_t;
+/*
+ * Match argv against opts (a later option overrides an earlier one); the
+ * arguments that do not start with "--" fill pos[0..maxpos) in order.
+ * Returns how many positional arguments there were, or -1 for an unknown
+ * option, an option without its value or a positional argument too many
+ * (the caller prints its usage).
+ */
+int ctl_opts(int argc, char **argv, const ctl_opt_t *opts, size_t nopts, const char **pos,
+             int maxpos);
 /*
  * "CMD [FLAG ACCOUNT]": run sql with $1 = that account's id ("" without
  * the flag) and print the table.  Usage on stderr and 2 for other

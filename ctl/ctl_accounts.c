@@ -78,20 +78,10 @@ static int acct_add(ctl_pg_t *pg, int argc, char **argv)
     const char *name = NULL, *kind = NULL, *parent = NULL;
     char pid[32], id[32];
     const char *p[3];
+    const ctl_opt_t opts[] = { { "--kind", &kind, NULL }, { "--parent", &parent, NULL } };
     PGresult *res;
-    int a;
 
-    for (a = 0; a < argc; a++) {
-        if (strcmp(argv[a], "--kind") == 0 && a + 1 < argc)
-            kind = argv[++a];
-        else if (strcmp(argv[a], "--parent") == 0 && a + 1 < argc)
-            parent = argv[++a];
-        else if (name == NULL && strncmp(argv[a], "--", 2) != 0)
-            name = argv[a];
-        else
-            goto usage;
-    }
-    if (name == NULL || kind == NULL)
+    if (ctl_opts(argc, argv, opts, 2, &name, 1) != 1 || kind == NULL)
         goto usage;
     if (strcmp(kind, "client") == 0)
         kind = "organisation";
@@ -391,32 +381,24 @@ static int rule_read(const char *path, osp_buf_t *out)
 
 static int rule_add(ctl_pg_t *pg, int argc, char **argv)
 {
-    const char *account = NULL, *file = NULL, *name = NULL, *priority = "0";
-    bool enabled = true;
+    const char *pos[2], *account, *file, *name = NULL, *priority = "0";
+    bool disabled = false;
     char id[32], namebuf[128];
     const char *p[5];
+    const ctl_opt_t opts[] = {
+        { "--name", &name, NULL }, { "--priority", &priority, NULL },
+        { "--disabled", NULL, &disabled },
+    };
     osp_buf_t src, errors;
     osp_rules_t *rs;
     size_t n_errors = 0;
     PGresult *res;
-    int a, status = 1;
+    int status = 1;
 
-    for (a = 0; a < argc; a++) {
-        if (strcmp(argv[a], "--name") == 0 && a + 1 < argc)
-            name = argv[++a];
-        else if (strcmp(argv[a], "--priority") == 0 && a + 1 < argc)
-            priority = argv[++a];
-        else if (strcmp(argv[a], "--disabled") == 0)
-            enabled = false;
-        else if (account == NULL && strncmp(argv[a], "--", 2) != 0)
-            account = argv[a];
-        else if (file == NULL && strncmp(argv[a], "--", 2) != 0)
-            file = argv[a];
-        else
-            goto usage;
-    }
-    if (account == NULL || file == NULL)
+    if (ctl_opts(argc, argv, opts, 3, pos, 2) != 2)
         goto usage;
+    account = pos[0];
+    file = pos[1];
     {
         const char *d = priority + (*priority == '-');
         size_t nd = strspn(d, "0123456789");
@@ -457,7 +439,7 @@ static int rule_add(ctl_pg_t *pg, int argc, char **argv)
     p[0] = id;
     p[1] = name;
     p[2] = osp_buf_cstr(&src);
-    p[3] = enabled ? "true" : "false";
+    p[3] = disabled ? "false" : "true";
     p[4] = priority;
     res = ctl_pg_exec(pg, "rule add",
                       "INSERT INTO rules (account_id, name, source, enabled, priority, validated,"

@@ -399,29 +399,22 @@ static int vote_queue(ctl_pg_t *pg, const char *id, const char *day, const char 
  */
 static int bayes_vote(ctl_pg_t *pg, int argc, char **argv)
 {
-    const char *id = NULL, *queue_id = NULL, *account = NULL, *klass = NULL;
+    const char *id = NULL, *queue_id = NULL, *account = NULL, *klass;
     char acct[32] = "";
     const char *p[3];
+    bool spam = false, ham = false;
+    const ctl_opt_t opts[] = {
+        { "--spam", NULL, &spam }, { "--ham", NULL, &ham },
+        { "--account", &account, NULL }, { "--queue-id", &queue_id, NULL },
+    };
     osp_buf_t out;
     PGresult *res;
-    int a, r, queued = 0;
+    int r, queued = 0;
 
-    for (a = 0; a < argc; a++) {
-        if (strcmp(argv[a], "--spam") == 0 && klass == NULL)
-            klass = "spam";
-        else if (strcmp(argv[a], "--ham") == 0 && klass == NULL)
-            klass = "ham";
-        else if (strcmp(argv[a], "--account") == 0 && a + 1 < argc && account == NULL)
-            account = argv[++a];
-        else if (strcmp(argv[a], "--queue-id") == 0 && a + 1 < argc && queue_id == NULL)
-            queue_id = argv[++a];
-        else if (id == NULL && argv[a][0] != '-')
-            id = argv[a];
-        else
-            goto usage;
-    }
-    if ((id == NULL) == (queue_id == NULL) || klass == NULL)
+    if (ctl_opts(argc, argv, opts, 4, &id, 1) < 0 || (id == NULL) == (queue_id == NULL) ||
+        spam == ham)
         goto usage;
+    klass = spam ? "spam" : "ham";
     if (id != NULL) {
         size_t n = strspn(id, "0123456789");
 

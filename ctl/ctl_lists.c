@@ -165,19 +165,13 @@ static int list_change(ctl_pg_t *pg, bool add, int argc, char **argv)
     const char *pos[3], *account = NULL, *comment = NULL, *kind;
     char acct[32], value[LIST_VALUE_MAX + 2], details[64];
     const char *p[5];
+    /* --comment only for "add" */
+    const ctl_opt_t opts[] = { { "--account", &account, NULL }, { "--comment", &comment, NULL } };
     PGresult *res;
-    int a, npos = 0;
+    int npos = ctl_opts(argc, argv, opts, add ? 2 : 1, pos, 3);
 
-    for (a = 0; a < argc; a++) {
-        if (strcmp(argv[a], "--account") == 0 && a + 1 < argc)
-            account = argv[++a];
-        else if (add && strcmp(argv[a], "--comment") == 0 && a + 1 < argc)
-            comment = argv[++a];
-        else if (strncmp(argv[a], "--", 2) != 0 && npos < 3)
-            pos[npos++] = argv[a];
-        else
-            goto usage;
-    }
+    if (npos < 0)
+        goto usage;
     if (!add && npos == 1 && account == NULL && strspn(pos[0], "0123456789") == strlen(pos[0])) {
         /* list del ID */
         p[0] = pos[0];
@@ -314,28 +308,20 @@ usage:
 
 static int list_show(ctl_pg_t *pg, int argc, char **argv)
 {
-    const char *account = NULL, *list = "", *kind = "";
+    const char *account = NULL, *list = "", *kind = "", *kind_arg;
     char acct[32] = "";
     const char *p[3];
-    PGresult *res;
-    int a;
+    const ctl_opt_t opts[] = {
+        { "--account", &account, NULL }, { "--list", &list, NULL }, { "--kind", &kind, NULL },
+    };
 
-    for (a = 0; a < argc; a++) {
-        if (a + 1 >= argc)
-            goto usage;
-        if (strcmp(argv[a], "--account") == 0)
-            account = argv[++a];
-        else if (strcmp(argv[a], "--list") == 0)
-            list = argv[++a];
-        else if (strcmp(argv[a], "--kind") == 0)
-            kind = argv[++a];
-        else
-            goto usage;
-    }
+    if (ctl_opts(argc, argv, opts, 3, NULL, 0) < 0)
+        goto usage;
     if (*list && list_which(list) < 0)
         return 2;
+    kind_arg = kind;
     if (*kind && (kind = list_kind(kind)) == NULL) {
-        fprintf(stderr, "ospreyctl: list show: unknown kind \"%s\"\n", argv[a - 1]);
+        fprintf(stderr, "ospreyctl: list show: unknown kind \"%s\"\n", kind_arg);
         return 2;
     }
     if (account != NULL && ctl_pg_account(pg, account, acct) < 0)
@@ -343,21 +329,16 @@ static int list_show(ctl_pg_t *pg, int argc, char **argv)
     p[0] = acct;
     p[1] = list;
     p[2] = kind;
-    res = ctl_pg_exec(pg, "list show",
-                      "SELECT e.id, e.account_id AS account, e.list, e.kind,"
-                      " coalesce(e.value, e.value_net::text) AS value,"
-                      " coalesce(e.comment, '') AS comment"
-                      " FROM list_entries e JOIN accounts ac ON ac.id = e.account_id"
-                      " WHERE ($1 = '' OR ac.path <@ (SELECT r.path FROM accounts r"
-                      "                               WHERE r.id = nullif($1, '')::bigint))"
-                      "   AND ($2 = '' OR e.list = $2) AND ($3 = '' OR e.kind = $3)"
-                      " ORDER BY ac.path, e.list, e.kind, coalesce(e.value, e.value_net::text)",
-                      3, p);
-    if (res == NULL)
-        return 1;
-    ctl_pg_print_table(res);
-    PQclear(res);
-    return 0;
+    return ctl_pg_show(pg, "list show",
+                       "SELECT e.id, e.account_id AS account, e.list, e.kind,"
+                       " coalesce(e.value, e.value_net::text) AS value,"
+                       " coalesce(e.comment, '') AS comment"
+                       " FROM list_entries e JOIN accounts ac ON ac.id = e.account_id"
+                       " WHERE ($1 = '' OR ac.path <@ (SELECT r.path FROM accounts r"
+                       "                               WHERE r.id = nullif($1, '')::bigint))"
+                       "   AND ($2 = '' OR e.list = $2) AND ($3 = '' OR e.kind = $3)"
+                       " ORDER BY ac.path, e.list, e.kind, coalesce(e.value, e.value_net::text)",
+                       3, p);
 usage:
     list_usage(stderr);
     return 2;

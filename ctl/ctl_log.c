@@ -22,34 +22,19 @@ static void log_usage(FILE *out)
 
 static int log_search(ctl_pg_t *pg, int argc, char **argv)
 {
-    const char *query = NULL, *since = "7d", *until = NULL, *account = NULL;
+    const char *query = NULL, *since = "7d", *until = NULL, *account = NULL, *limit_arg = NULL;
     char since_ts[64], until_ts[64] = "", acct[32] = "", limit_s[32];
     long limit = (long)osp_config_int(pg->cfg, "ctl_page_size");
     const char *p[5];
-    PGresult *res;
-    int a;
+    const ctl_opt_t opts[] = {
+        { "--since", &since, NULL }, { "--until", &until, NULL },
+        { "--account", &account, NULL }, { "--limit", &limit_arg, NULL },
+    };
 
-    for (a = 0; a < argc; a++) {
-        if (strncmp(argv[a], "--", 2) != 0 && query == NULL) {
-            query = argv[a];
-            continue;
-        }
-        if (a + 1 >= argc)
-            goto usage;
-        if (strcmp(argv[a], "--since") == 0)
-            since = argv[++a];
-        else if (strcmp(argv[a], "--until") == 0)
-            until = argv[++a];
-        else if (strcmp(argv[a], "--account") == 0)
-            account = argv[++a];
-        else if (strcmp(argv[a], "--limit") == 0) {
-            if (ctl_pg_parse_limit(argv[++a], &limit) < 0)
-                return 2;
-        } else
-            goto usage;
-    }
-    if (query == NULL || *query == '\0')
+    if (ctl_opts(argc, argv, opts, 4, &query, 1) != 1 || *query == '\0')
         goto usage;
+    if (limit_arg != NULL && ctl_pg_parse_limit(limit_arg, &limit) < 0)
+        return 2;
     if (ctl_pg_since(pg, since, since_ts) < 0 || (until && ctl_pg_since(pg, until, until_ts) < 0))
         return 2;
     if (account != NULL && ctl_pg_account(pg, account, acct) < 0)
@@ -60,28 +45,23 @@ static int log_search(ctl_pg_t *pg, int argc, char **argv)
     p[2] = until_ts;
     p[3] = limit_s;
     p[4] = acct;
-    res = ctl_pg_exec(pg, "log search",
-                      "SELECT to_char(l.logged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
-                      "   AS logged_utc, coalesce(l.account_id::text, '-') AS account,"
-                      " coalesce(l.queue_id, '') AS queue_id,"
-                      " coalesce(nullif(l.sender, ''), '<>') AS sender,"
-                      " coalesce(l.recipient, '') AS recipient, coalesce(l.verdict, '') AS verdict,"
-                      " coalesce(to_char(l.score, 'FM9990.00'), '-') AS score,"
-                      " coalesce(l.subject, '') AS subject"
-                      " FROM osprey_log_search(websearch_to_tsquery('simple', $1),"
-                      "   $2::timestamptz, coalesce(nullif($3, '')::timestamptz,"
-                      "                             now() + interval '1 minute'),"
-                      "   CASE WHEN $5 = '' THEN $4::integer ELSE 1000000 END) l"
-                      " WHERE $5 = '' OR l.account_id IN (SELECT d.id FROM accounts d"
-                      "   WHERE d.path <@ (SELECT r.path FROM accounts r"
-                      "                     WHERE r.id = nullif($5, '')::bigint))"
-                      " ORDER BY l.logged_at DESC, l.id DESC LIMIT $4::bigint",
-                      5, p);
-    if (res == NULL)
-        return 1;
-    ctl_pg_print_table(res);
-    PQclear(res);
-    return 0;
+    return ctl_pg_show(pg, "log search",
+                       "SELECT to_char(l.logged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+                       "   AS logged_utc, coalesce(l.account_id::text, '-') AS account,"
+                       " coalesce(l.queue_id, '') AS queue_id,"
+                       " coalesce(nullif(l.sender, ''), '<>') AS sender,"
+                       " coalesce(l.recipient, '') AS recipient, coalesce(l.verdict, '') AS verdict,"
+                       " coalesce(to_char(l.score, 'FM9990.00'), '-') AS score,"
+                       " coalesce(l.subject, '') AS subject"
+                       " FROM osprey_log_search(websearch_to_tsquery('simple', $1),"
+                       "   $2::timestamptz, coalesce(nullif($3, '')::timestamptz,"
+                       "                             now() + interval '1 minute'),"
+                       "   CASE WHEN $5 = '' THEN $4::integer ELSE 1000000 END) l"
+                       " WHERE $5 = '' OR l.account_id IN (SELECT d.id FROM accounts d"
+                       "   WHERE d.path <@ (SELECT r.path FROM accounts r"
+                       "                     WHERE r.id = nullif($5, '')::bigint))"
+                       " ORDER BY l.logged_at DESC, l.id DESC LIMIT $4::bigint",
+                       5, p);
 usage:
     log_usage(stderr);
     return 2;

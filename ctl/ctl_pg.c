@@ -305,12 +305,51 @@ int ctl_pg_run(const osp_config_t *cfg, const char *group, const ctl_pg_sub_t *s
     return status;
 }
 
+int ctl_pg_show(ctl_pg_t *pg, const char *what, const char *sql, int n,
+                const char *const *params)
+{
+    PGresult *res = ctl_pg_exec(pg, what, sql, n, params);
+
+    if (res == NULL)
+        return 1;
+    ctl_pg_print_table(res);
+    PQclear(res);
+    return 0;
+}
+
+int ctl_opts(int argc, char **argv, const ctl_opt_t *opts, size_t nopts, const char **pos,
+             int maxpos)
+{
+    int a, npos = 0;
+    size_t o;
+
+    for (a = 0; a < argc; a++) {
+        if (strncmp(argv[a], "--", 2) != 0) {
+            if (npos >= maxpos)
+                return -1;
+            pos[npos++] = argv[a];
+            continue;
+        }
+        for (o = 0; o < nopts && strcmp(argv[a], opts[o].name) != 0; o++)
+            ;
+        if (o == nopts)
+            return -1;
+        if (opts[o].flag) {
+            *opts[o].flag = true;
+        } else {
+            if (a + 1 >= argc)
+                return -1;
+            *opts[o].value = argv[++a];
+        }
+    }
+    return npos;
+}
+
 int ctl_pg_list_query(ctl_pg_t *pg, int argc, char **argv, const char *flag,
                       void (*usage)(FILE *out), const char *what, const char *sql)
 {
     char id[32] = "";
     const char *p[1];
-    PGresult *res;
 
     if (argc == 2 && strcmp(argv[0], flag) == 0) {
         if (ctl_pg_account(pg, argv[1], id) < 0)
@@ -320,10 +359,5 @@ int ctl_pg_list_query(ctl_pg_t *pg, int argc, char **argv, const char *flag,
         return 2;
     }
     p[0] = id;
-    res = ctl_pg_exec(pg, what, sql, 1, p);
-    if (res == NULL)
-        return 1;
-    ctl_pg_print_table(res);
-    PQclear(res);
-    return 0;
+    return ctl_pg_show(pg, what, sql, 1, p);
 }

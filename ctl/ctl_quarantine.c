@@ -60,26 +60,19 @@ static int q_check_address(const char *s)
 
 static int q_list(ctl_pg_t *pg, int argc, char **argv)
 {
-    const char *account = NULL, *since = NULL;
+    const char *account = NULL, *since = NULL, *limit_arg = NULL;
     char acct[32] = "", since_ts[64] = "", limit_s[32];
     long limit = (long)osp_config_int(pg->cfg, "ctl_page_size");
     const char *p[3];
-    PGresult *res;
-    int a;
+    const ctl_opt_t opts[] = {
+        { "--account", &account, NULL }, { "--since", &since, NULL },
+        { "--limit", &limit_arg, NULL },
+    };
 
-    for (a = 0; a < argc; a++) {
-        if (a + 1 >= argc)
-            goto usage;
-        if (strcmp(argv[a], "--account") == 0)
-            account = argv[++a];
-        else if (strcmp(argv[a], "--since") == 0)
-            since = argv[++a];
-        else if (strcmp(argv[a], "--limit") == 0) {
-            if (ctl_pg_parse_limit(argv[++a], &limit) < 0)
-                return 2;
-        } else
-            goto usage;
-    }
+    if (ctl_opts(argc, argv, opts, 3, NULL, 0) < 0)
+        goto usage;
+    if (limit_arg != NULL && ctl_pg_parse_limit(limit_arg, &limit) < 0)
+        return 2;
     if (account != NULL && ctl_pg_account(pg, account, acct) < 0)
         return 1;
     if (since != NULL && ctl_pg_since(pg, since, since_ts) < 0)
@@ -88,27 +81,22 @@ static int q_list(ctl_pg_t *pg, int argc, char **argv)
     p[0] = acct;
     p[1] = since_ts;
     p[2] = limit_s;
-    res = ctl_pg_exec(pg, "quarantine list",
-                      "SELECT q.id, to_char(q.created_at AT TIME ZONE 'UTC',"
-                      "  'YYYY-MM-DD HH24:MI:SS') AS created_utc,"
-                      " q.account_id AS account, q.release_state AS state,"
-                      " coalesce(to_char(q.score, 'FM9990.00'), '-') AS score,"
-                      " CASE q.sender WHEN '' THEN '<>' ELSE q.sender END AS sender,"
-                      " q.recipient, coalesce(q.subject, '') AS subject"
-                      " FROM quarantine q"
-                      " WHERE ($1 = '' OR q.account_id IN (SELECT d.id FROM accounts d"
-                      "   WHERE d.path <@ (SELECT r.path FROM accounts r"
-                      "                     WHERE r.id = nullif($1, '')::bigint)))"
-                      "   AND ($2 = '' OR q.created_at >= nullif($2, '')::timestamptz)"
-                      "   AND ($2 = '' OR q.day >= (nullif($2, '')::timestamptz"
-                      "                             AT TIME ZONE 'UTC')::date)"
-                      " ORDER BY q.created_at DESC, q.id DESC LIMIT $3::bigint",
-                      3, p);
-    if (res == NULL)
-        return 1;
-    ctl_pg_print_table(res);
-    PQclear(res);
-    return 0;
+    return ctl_pg_show(pg, "quarantine list",
+                       "SELECT q.id, to_char(q.created_at AT TIME ZONE 'UTC',"
+                       "  'YYYY-MM-DD HH24:MI:SS') AS created_utc,"
+                       " q.account_id AS account, q.release_state AS state,"
+                       " coalesce(to_char(q.score, 'FM9990.00'), '-') AS score,"
+                       " CASE q.sender WHEN '' THEN '<>' ELSE q.sender END AS sender,"
+                       " q.recipient, coalesce(q.subject, '') AS subject"
+                       " FROM quarantine q"
+                       " WHERE ($1 = '' OR q.account_id IN (SELECT d.id FROM accounts d"
+                       "   WHERE d.path <@ (SELECT r.path FROM accounts r"
+                       "                     WHERE r.id = nullif($1, '')::bigint)))"
+                       "   AND ($2 = '' OR q.created_at >= nullif($2, '')::timestamptz)"
+                       "   AND ($2 = '' OR q.day >= (nullif($2, '')::timestamptz"
+                       "                             AT TIME ZONE 'UTC')::date)"
+                       " ORDER BY q.created_at DESC, q.id DESC LIMIT $3::bigint",
+                       3, p);
 usage:
     q_usage(stderr);
     return 2;
@@ -134,18 +122,11 @@ static int q_show(ctl_pg_t *pg, int argc, char **argv)
     const char *id = NULL;
     bool raw = false;
     const char *p[1];
+    const ctl_opt_t opts[] = { { "--raw", NULL, &raw } };
     PGresult *res;
-    int a, f;
+    int f;
 
-    for (a = 0; a < argc; a++) {
-        if (strcmp(argv[a], "--raw") == 0)
-            raw = true;
-        else if (id == NULL && argv[a][0] != '-')
-            id = argv[a];
-        else
-            goto usage;
-    }
-    if (id == NULL)
+    if (ctl_opts(argc, argv, opts, 1, &id, 1) != 1)
         goto usage;
     if (q_parse_id(id) < 0)
         return 2;
@@ -236,20 +217,10 @@ static int q_release(ctl_pg_t *pg, int argc, char **argv)
     const char *p[4];
     char acct[32], day[32], details[512], job[32], train_job[32] = "";
     bool train_ham = false;
+    const ctl_opt_t opts[] = { { "--to", &to, NULL }, { "--train-ham", NULL, &train_ham } };
     PGresult *res;
-    int a;
 
-    for (a = 0; a < argc; a++) {
-        if (strcmp(argv[a], "--to") == 0 && a + 1 < argc)
-            to = argv[++a];
-        else if (strcmp(argv[a], "--train-ham") == 0)
-            train_ham = true;
-        else if (id == NULL && argv[a][0] != '-')
-            id = argv[a];
-        else
-            goto usage;
-    }
-    if (id == NULL)
+    if (ctl_opts(argc, argv, opts, 2, &id, 1) != 1)
         goto usage;
     if (q_parse_id(id) < 0 || (*to != '\0' && q_check_address(to) < 0))
         return 2;
