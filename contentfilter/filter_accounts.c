@@ -316,18 +316,11 @@ static void fa_notify_cb(void *ctx, const char *channel, const char *payload)
 {
     static const char *const tables[] = { "accounts", "domains", "addresses", "settings" };
     filter_accounts_t *fa = ctx;
-    size_t i;
 
     (void)channel;
-    if (fa->st == NULL)
+    if (fa->st == NULL ||
+        !osp_store_notify_matches(payload, tables, sizeof(tables) / sizeof(tables[0])))
         return;
-    if (payload != NULL) {
-        for (i = 0; i < sizeof(tables) / sizeof(tables[0]); i++)
-            if (strcmp(payload, tables[i]) == 0)
-                break;
-        if (i == sizeof(tables) / sizeof(tables[0]))
-            return;
-    }
     fa_expire_all(fa);
     fa->stats.invalidations++;
     osp_debug(1, "account cache: %s: %zu entries expired",

@@ -652,16 +652,10 @@ static void db_notify_cb(void *ctx, const char *channel, const char *payload)
 {
     static const char *const tables[] = { "list_entries", "accounts", "domains", "addresses" };
     policyd_dblists_t *dl = ctx;
-    size_t i;
 
     (void)channel;
-    if (payload != NULL) {
-        for (i = 0; i < sizeof(tables) / sizeof(tables[0]); i++)
-            if (strcmp(payload, tables[i]) == 0)
-                break;
-        if (i == sizeof(tables) / sizeof(tables[0]))
-            return;
-    }
+    if (!osp_store_notify_matches(payload, tables, sizeof(tables) / sizeof(tables[0])))
+        return;
     osp_debug(1, "database lists: reload (%s)", payload ? payload : "listener connected");
     db_load(dl);
 }

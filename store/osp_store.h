@@ -121,6 +121,12 @@ osp_store_req_t *osp_store_ping(osp_store_t *st, uint64_t timeout_ms,
  */
 typedef void osp_store_notify_cb(void *ctx, const char *channel, const char *payload);
 int osp_store_listen(osp_store_t *st, const char *channel, osp_store_notify_cb *cb, void *ctx);
+/*
+ * For notify callbacks: whether payload concerns one of tables[0..n) --
+ * it names one of them, or it is NULL (reconnected: anything may have
+ * changed).
+ */
+bool osp_store_notify_matches(const char *payload, const char *const *tables, size_t n);
 
 /* ------------------------------------------------------------------
  * Recipients.  The account that owns the address (exact address, else its

@@ -522,6 +522,18 @@ void osp_store_free(osp_store_t **stp)
         store__conn_close(&st->conns[i]);
 }
 
+bool osp_store_notify_matches(const char *payload, const char *const *tables, size_t n)
+{
+    size_t i;
+
+    if (payload == NULL)
+        return true;
+    for (i = 0; i < n; i++)
+        if (strcmp(payload, tables[i]) == 0)
+            return true;
+    return false;
+}
+
 int osp_store_listen(osp_store_t *st, const char *channel, osp_store_notify_cb *cb, void *ctx)
 {
     store_listener_t *l;
