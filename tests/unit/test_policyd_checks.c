@@ -25,6 +25,7 @@
 #include "osp_log.h"
 #include "osp_mem.h"
 #include "osp_prog.h"
+#include "policyd_test.h"
 
 static char tmpdir[256];
 
@@ -55,22 +56,6 @@ static const char *write_file(const char *name, const char *text)
     fputs(text, fp);
     fclose(fp);
     return p;
-}
-
-static osp_config_t *make_config(const char *text)
-{
-    static const osp_param_def_t *const tables[] = { osp_common_params, policyd_params, NULL };
-    osp_config_t *cfg = osp_config_create("policyd", tables);
-    osp_buf_t errors, warnings;
-
-    osp_buf_init(&errors, 65536);
-    osp_buf_init(&warnings, 65536);
-    osp_config_read_string(cfg, "test", text, &errors);
-    if (osp_config_finish(cfg, &errors, &warnings) != 0)
-        fail_msg("config: %s", osp_buf_cstr(&errors));
-    osp_buf_close(&errors);
-    osp_buf_close(&warnings);
-    return cfg;
 }
 
 static int setup(void **state)
@@ -199,7 +184,7 @@ static void test_client_lists(void **state)
     (void)state;
     snprintf(conf, sizeof(conf), "policyd_client_allow_files = %s\n"
              "policyd_client_block_files = %s\n", allow, block);
-    cfg = make_config(conf);
+    cfg = policyd_test_config(conf);
     osp_buf_init(&errors, 4096);
     osp_buf_init(&warnings, 4096);
     c = policyd_checks_create(cfg, &errors, &warnings);
@@ -242,7 +227,7 @@ static void test_list_file_errors(void **state)
     (void)state;
     snprintf(conf, sizeof(conf), "policyd_client_block_files = %s\n"
              "policyd_sender_block_files = %s\n", block, senders);
-    cfg = make_config(conf);
+    cfg = policyd_test_config(conf);
     osp_buf_init(&errors, 4096);
     osp_buf_init(&warnings, 8192);
     c = policyd_checks_create(cfg, &errors, &warnings);
@@ -303,7 +288,7 @@ static void test_startup_errors(void **state)
 
     (void)state;
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        osp_config_t *cfg = make_config(cases[i].conf);
+        osp_config_t *cfg = policyd_test_config(cases[i].conf);
         osp_buf_t errors, warnings;
         policyd_checks_t *c;
 
@@ -351,7 +336,7 @@ static void test_helo(void **state)
           "|server_address=192.0.2.1", NULL, "DUNNO", NULL },
         { "protocol_state=RCPT|client_address=203.0.113.7", NULL, "DUNNO", NULL },
     };
-    osp_config_t *cfg = make_config("policyd_my_names = mx.example.net, example.net\n");
+    osp_config_t *cfg = policyd_test_config("policyd_my_names = mx.example.net, example.net\n");
     osp_buf_t errors, warnings;
     policyd_checks_t *c;
 
@@ -415,7 +400,7 @@ static void test_address_lists(void **state)
              "policyd_sender_allow_files = %s\npolicyd_sender_block_files = %s\n"
              "policyd_recipient_block_files = %s\npolicyd_client_block_files = %s\n"
              "policyd_allow_action = OK\n", sallow, sblock, rblock, cblock);
-    cfg = make_config(conf);
+    cfg = policyd_test_config(conf);
     osp_buf_init(&errors, 4096);
     osp_buf_init(&warnings, 4096);
     c = policyd_checks_create(cfg, &errors, &warnings);
@@ -431,7 +416,7 @@ static void test_address_lists(void **state)
 
 static void test_rate_limits(void **state)
 {
-    osp_config_t *cfg = make_config(
+    osp_config_t *cfg = policyd_test_config(
         "policyd_rate_limits = sasl_username:3/1h:messages:HOLD, "
         "client_address:5/1h:recipients, recipient_domain:2/1m:messages\n"
         "policyd_rate_limit_text = Slow down\n");
@@ -547,7 +532,7 @@ static enum policyd_step after_run(policyd_eval_t *ev, void *ctx)
 
 static void test_async_pipeline(void **state)
 {
-    osp_config_t *cfg = make_config("policyd_checks = helo\n");
+    osp_config_t *cfg = policyd_test_config("policyd_checks = helo\n");
     osp_buf_t errors, warnings;
     policyd_checks_t *c;
     policy_request_t req;

@@ -28,6 +28,7 @@
 #include "osp_config.h"
 #include "osp_mem.h"
 #include "osp_prog.h"
+#include "policyd_test.h"
 
 static const osp_store_account_node_t accounts[] = {
     { 0, -1 }, { 10, 0 }, { 11, 10 }, { 12, 11 },
@@ -194,49 +195,16 @@ static void test_cycle_and_empty(void **state)
     osp_buf_close(&w);
 }
 
-static osp_config_t *make_config(const char *text)
-{
-    static const osp_param_def_t *const tables[] = { osp_common_params, policyd_params, NULL };
-    osp_config_t *cfg = osp_config_create("policyd", tables);
-    osp_buf_t errors, warnings;
-
-    osp_buf_init(&errors, 65536);
-    osp_buf_init(&warnings, 65536);
-    osp_config_read_string(cfg, "test", text, &errors);
-    if (osp_config_finish(cfg, &errors, &warnings) != 0)
-        fail_msg("config: %s", osp_buf_cstr(&errors));
-    osp_buf_close(&errors);
-    osp_buf_close(&warnings);
-    return cfg;
-}
-
-static void done_cb(policyd_eval_t *ev, void *data)
-{
-    (void)ev;
-    (*(int *)data)++;
-}
-
 static const policyd_verdict_t *eval(const policyd_checks_t *c, policy_request_t *req,
                                      const char *client, const char *sender, const char *rcpt)
 {
-    static policyd_eval_t ev;
-    int calls = 0;
-
-    policy_request_reset(req);
-    policy_request_set(req, POLICY_A_REQUEST, "smtpd_access_policy");
-    policy_request_set(req, POLICY_A_PROTOCOL_STATE, "RCPT");
-    policy_request_set(req, POLICY_A_CLIENT_ADDRESS, client);
-    policy_request_set(req, POLICY_A_SENDER, sender);
-    policy_request_set(req, POLICY_A_RECIPIENT, rcpt);
-    memset(&ev, 0, sizeof(ev));
-    policyd_eval_start(&ev, c, req, 1000, done_cb, &calls);
-    assert_int_equal(calls, 1);
-    return &ev.verdict;
+    policyd_test_request(req, "RCPT", client, sender, rcpt);
+    return policyd_test_decide(c, req, 1000);
 }
 
 static void test_holder_and_check(void **state)
 {
-    osp_config_t *cfg = make_config("policyd_database_lists = yes\n"
+    osp_config_t *cfg = policyd_test_config("policyd_database_lists = yes\n"
                                     "policyd_allow_action = OK\n"
                                     "policyd_sender_block_action = REJECT 5.7.1 No thanks\n");
     osp_buf_t errors, warnings;
@@ -301,7 +269,7 @@ static void test_holder_and_check(void **state)
     osp_config_free(&cfg);
 
     /* Disabled: not put in the pipeline unless named; named, no opinion. */
-    cfg = make_config("policyd_checks = database_lists, client_block\n");
+    cfg = policyd_test_config("policyd_checks = database_lists, client_block\n");
     dl = policyd_dblists_create(cfg, &errors);
     assert_false(policyd_dblists_enabled(dl));
     d.ctx = dl;
@@ -312,14 +280,14 @@ static void test_holder_and_check(void **state)
     policyd_checks_free(&c);
     policyd_dblists_free(&dl);
     osp_config_free(&cfg);
-    cfg = make_config("policyd_checks = client_block\n");
+    cfg = policyd_test_config("policyd_checks = client_block\n");
     c = policyd_checks_create(cfg, &errors, &warnings);
     assert_int_equal(policyd_checks_count(c), 1);
     policyd_checks_free(&c);
     osp_config_free(&cfg);
 
     /* A bad action is a start-up error naming the parameter. */
-    cfg = make_config("policyd_sender_block_action = FROB\n");
+    cfg = policyd_test_config("policyd_sender_block_action = FROB\n");
     assert_null(policyd_dblists_create(cfg, &errors));
     assert_non_null(strstr(osp_buf_cstr(&errors), "policyd_sender_block_action"));
     osp_config_free(&cfg);

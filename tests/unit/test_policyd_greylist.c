@@ -26,6 +26,7 @@
 #include "osp_config.h"
 #include "osp_mem.h"
 #include "osp_prog.h"
+#include "policyd_test.h"
 
 #define SEC 1000ULL
 #define MIN (60 * SEC)
@@ -245,49 +246,16 @@ static void test_bounded_table(void **state)
 
 /* ---- the check in the pipeline ------------------------------------------ */
 
-static osp_config_t *make_config(const char *text)
-{
-    static const osp_param_def_t *const tables[] = { osp_common_params, policyd_params, NULL };
-    osp_config_t *cfg = osp_config_create("policyd", tables);
-    osp_buf_t errors, warnings;
-
-    osp_buf_init(&errors, 65536);
-    osp_buf_init(&warnings, 65536);
-    osp_config_read_string(cfg, "test", text, &errors);
-    if (osp_config_finish(cfg, &errors, &warnings) != 0)
-        fail_msg("config: %s", osp_buf_cstr(&errors));
-    osp_buf_close(&errors);
-    osp_buf_close(&warnings);
-    return cfg;
-}
-
-static void done_cb(policyd_eval_t *ev, void *data)
-{
-    (void)ev;
-    (*(int *)data)++;
-}
-
 static const policyd_verdict_t *eval(const policyd_checks_t *c, policy_request_t *req,
                                      const char *state_, const char *rcpt, uint64_t now)
 {
-    static policyd_eval_t ev;
-    int calls = 0;
-
-    policy_request_reset(req);
-    policy_request_set(req, POLICY_A_REQUEST, "smtpd_access_policy");
-    policy_request_set(req, POLICY_A_PROTOCOL_STATE, state_);
-    policy_request_set(req, POLICY_A_CLIENT_ADDRESS, "192.0.2.10");
-    policy_request_set(req, POLICY_A_SENDER, "s@example.org");
-    policy_request_set(req, POLICY_A_RECIPIENT, rcpt);
-    memset(&ev, 0, sizeof(ev));
-    policyd_eval_start(&ev, c, req, now, done_cb, &calls);
-    assert_int_equal(calls, 1);
-    return &ev.verdict;
+    policyd_test_request(req, state_, "192.0.2.10", "s@example.org", rcpt);
+    return policyd_test_decide(c, req, now);
 }
 
 static void test_check(void **state)
 {
-    osp_config_t *cfg = make_config("policyd_greylist = yes\npolicyd_greylist_delay = 2s\n"
+    osp_config_t *cfg = policyd_test_config("policyd_greylist = yes\npolicyd_greylist_delay = 2s\n"
                                     "policyd_greylist_text = Come back later\n"
                                     "policyd_checks = client_block\n");
     osp_buf_t errors, warnings;
@@ -329,7 +297,7 @@ static void test_check(void **state)
     policyd_checks_free(&c);
     policyd_greycheck_free(&gc);
     osp_config_free(&cfg);
-    cfg = make_config("policyd_greylist = no\n");
+    cfg = policyd_test_config("policyd_greylist = no\n");
     gc = policyd_greycheck_create(cfg, &errors);
     assert_false(policyd_greycheck_enabled(gc));
     assert_int_equal(policyd_greycheck_run(NULL, gc), POLICYD_NEXT);
@@ -337,7 +305,7 @@ static void test_check(void **state)
     osp_config_free(&cfg);
 
     /* Bad settings are start-up errors naming the parameter. */
-    cfg = make_config("policyd_greylist_delay = 1h\npolicyd_greylist_retry_window = 30m\n");
+    cfg = policyd_test_config("policyd_greylist_delay = 1h\npolicyd_greylist_retry_window = 30m\n");
     assert_null(policyd_greycheck_create(cfg, &errors));
     assert_non_null(strstr(osp_buf_cstr(&errors), "policyd_greylist_retry_window"));
     osp_config_free(&cfg);

@@ -22,6 +22,7 @@
 #include "osp_config.h"
 #include "osp_mem.h"
 #include "osp_prog.h"
+#include "policyd_test.h"
 
 static char dir[256], cpath[512], spath[512];
 
@@ -34,28 +35,14 @@ static void put(const char *path, const char *text)
     fclose(fp);
 }
 
-static void done_cb(policyd_eval_t *ev, void *data)
-{
-    (void)ev;
-    (*(int *)data)++;
-}
-
 static const char *decide(const policyd_checks_t *c, policy_request_t *req, const char *client,
                           const char *sender)
 {
-    static policyd_eval_t ev;
-    int calls = 0;
+    const policyd_verdict_t *v;
 
-    policy_request_reset(req);
-    policy_request_set(req, POLICY_A_REQUEST, "smtpd_access_policy");
-    policy_request_set(req, POLICY_A_PROTOCOL_STATE, "RCPT");
-    policy_request_set(req, POLICY_A_CLIENT_ADDRESS, client);
-    policy_request_set(req, POLICY_A_SENDER, sender);
-    policy_request_set(req, POLICY_A_RECIPIENT, "r@example.com");
-    memset(&ev, 0, sizeof(ev));
-    policyd_eval_start(&ev, c, req, 1000, done_cb, &calls);
-    assert_int_equal(calls, 1);
-    return ev.verdict.check ? ev.verdict.check : "none";
+    policyd_test_request(req, "RCPT", client, sender, "r@example.com");
+    v = policyd_test_decide(c, req, 1000);
+    return v->check ? v->check : "none";
 }
 
 static void test_reload(void **state)

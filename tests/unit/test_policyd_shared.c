@@ -26,29 +26,14 @@
 #include "osp_config.h"
 #include "osp_mem.h"
 #include "osp_prog.h"
+#include "policyd_test.h"
 
 #define HOUR 3600000LL
 #define W0 (1800000000000LL - 1800000000000LL % HOUR)   /* a window start, Unix ms */
 
-static osp_config_t *make_config(const char *text)
-{
-    static const osp_param_def_t *const tables[] = { osp_common_params, policyd_params, NULL };
-    osp_config_t *cfg = osp_config_create("policyd", tables);
-    osp_buf_t errors, warnings;
-
-    osp_buf_init(&errors, 65536);
-    osp_buf_init(&warnings, 65536);
-    osp_config_read_string(cfg, "test", text, &errors);
-    if (osp_config_finish(cfg, &errors, &warnings) != 0)
-        fail_msg("config: %s", osp_buf_cstr(&errors));
-    osp_buf_close(&errors);
-    osp_buf_close(&warnings);
-    return cfg;
-}
-
 static void test_flush_and_remote(void **state)
 {
-    osp_config_t *cfg = make_config("policyd_rate_share = yes\n");
+    osp_config_t *cfg = policyd_test_config("policyd_rate_share = yes\n");
     policyd_shared_t *sh = policyd_shared_create(cfg);
     const osp_store_rate_item_t *it;
     int64_t counts[3];
@@ -117,7 +102,7 @@ static void test_flush_and_remote(void **state)
 
 static void test_bound(void **state)
 {
-    osp_config_t *cfg = make_config("policyd_rate_share = yes\n"
+    osp_config_t *cfg = policyd_test_config("policyd_rate_share = yes\n"
                                     "policyd_rate_limit_max_keys = 1000\n");
     policyd_shared_t *sh = policyd_shared_create(cfg);
     const osp_store_rate_item_t *it;
@@ -136,7 +121,7 @@ static void test_bound(void **state)
     osp_config_free(&cfg);
 
     /* Disabled: no hooks. */
-    cfg = make_config("policyd_rate_share = no\n");
+    cfg = policyd_test_config("policyd_rate_share = no\n");
     sh = policyd_shared_create(cfg);
     {
         policyd_rate_share_t s;
@@ -148,34 +133,17 @@ static void test_bound(void **state)
     osp_config_free(&cfg);
 }
 
-static void done_cb(policyd_eval_t *ev, void *data)
-{
-    (void)ev;
-    (*(int *)data)++;
-}
-
 static const policyd_verdict_t *eval(const policyd_checks_t *c, policy_request_t *req,
                                      const char *state_)
 {
-    static policyd_eval_t ev;
-    int calls = 0;
-
-    policy_request_reset(req);
-    policy_request_set(req, POLICY_A_REQUEST, "smtpd_access_policy");
-    policy_request_set(req, POLICY_A_PROTOCOL_STATE, state_);
-    policy_request_set(req, POLICY_A_CLIENT_ADDRESS, "192.0.2.10");
+    policyd_test_request(req, state_, "192.0.2.10", "alice@example.org", "r@example.com");
     policy_request_set(req, POLICY_A_SASL_USERNAME, "alice");
-    policy_request_set(req, POLICY_A_SENDER, "alice@example.org");
-    policy_request_set(req, POLICY_A_RECIPIENT, "r@example.com");
-    memset(&ev, 0, sizeof(ev));
-    policyd_eval_start(&ev, c, req, 1000, done_cb, &calls);
-    assert_int_equal(calls, 1);
-    return &ev.verdict;
+    return policyd_test_decide(c, req, 1000);
 }
 
 static void test_check_uses_remote(void **state)
 {
-    osp_config_t *cfg = make_config("policyd_rate_share = yes\n"
+    osp_config_t *cfg = policyd_test_config("policyd_rate_share = yes\n"
                                     "policyd_checks = rate_limit\n"
                                     "policyd_rate_limits = sasl_username:5/1h:messages\n");
     policyd_shared_t *sh = policyd_shared_create(cfg);
