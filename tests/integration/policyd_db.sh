@@ -16,6 +16,7 @@
 
 : "${top_srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
 . "$top_srcdir/tests/integration/harness.sh"
+. "$top_srcdir/tests/integration/policyd_lib.sh"
 
 osp_require root postfix swaks curl
 osp_timeout "${OSP_TEST_TIMEOUT:-240}"
@@ -24,7 +25,7 @@ if [ -z "$(_osp_pg_find_bindir)" ] || ! id postgres >/dev/null 2>&1; then
 fi
 tap_plan 30
 
-policyd=$OSP_TOP_BUILDDIR/osprey-policyd
+policyd=$POLICYD_BIN
 [ -x "$policyd" ] || osp_die "$policyd is not built"
 
 # ---- database: an organisation owning example.com; one root entry already there
@@ -59,32 +60,20 @@ log_a=$OSP_TMP/policyd_a.log
 
 loads() { grep -c 'database lists: loaded' "$log_a"; }
 loads_gt() { [ "$(loads)" -gt "$1" ]; }
-health() { curl -sf "http://127.0.0.1:$1/health" | grep -qx ok; }
+health() { policyd_health "$1"; }
 
 ok "osprey-policyd starts and loads the database lists" \
     osp_wait_until 15 eval 'health '"$ma"' && loads_gt 0' ||
     osp_die "osprey-policyd did not start: $(tail -n 5 "$log_a")"
 
 sink_start || osp_die "smtp-sink did not start"
-svc_a="check_policy_service { inet:127.0.0.1:$pa, timeout=10s, default_action=DUNNO }"
+svc_a=$(policyd_service "$pa")
 postfix_start "inet_protocols = all" \
     "smtpd_recipient_restrictions = $svc_a, permit_mynetworks, reject_unauth_destination" ||
     osp_die "Postfix did not start"
 
 # send NAME EXPECT-REGEX SWAKS-ARGS... -- one message; its transcript must match
-send() {
-    local name=$1 want=$2 out
-    shift 2
-    out=$OSP_TMP/swaks.$(echo "$name" | tr -c 'a-zA-Z0-9' _).log
-    osp_swaks "$@" >"$out" 2>&1
-    if grep -qE -- "$want" "$out"; then
-        tap_ok "$name"
-    else
-        tap_not_ok "$name" "expected /$want/ in the SMTP transcript:" \
-            "$(grep -E '^ *(<|->|<-|\*\*\*)' "$out" | tail -n 14)" \
-            "policyd logs:" "$(tail -n 5 "$log_a")"
-    fi
-}
+send() { policyd_send "$1" "$2" "$log_a" "${@:3}"; }
 
 rejected_client='<\*\* +554 5\.7\.1 .*Client address rejected by policy'
 rejected_sender='<\*\* +554 5\.7\.1 .*Sender address rejected by policy'
@@ -155,7 +144,7 @@ osp_spawn policyd_b "$policyd" -f -v -c "$etc/osprey.conf" \
     -o policyd_greylist_delay=3s
 pid_b=$OSP_LAST_PID
 osp_wait_until 10 health "$mb" || osp_die "second osprey-policyd did not start"
-svc_b="check_policy_service { inet:127.0.0.1:$pb, timeout=10s, default_action=DUNNO }"
+svc_b=$(policyd_service "$pb")
 postfix_conf "smtpd_recipient_restrictions = $svc_b, permit_mynetworks, reject_unauth_destination" ||
     osp_die "Postfix did not reload"
 greylisted='<\*\* +450 4\.7\.1 .*Greylisted, try again later'
@@ -195,8 +184,8 @@ for x in c d; do
     eval "p_$x=$p pid_$x=$OSP_LAST_PID"
     osp_wait_until 10 health "$mp" || osp_die "osprey-policyd $x did not start"
 done
-svc_c="check_policy_service { inet:127.0.0.1:$p_c, timeout=10s, default_action=DUNNO }"
-svc_d="check_policy_service { inet:127.0.0.1:$p_d, timeout=10s, default_action=DUNNO }"
+svc_c=$(policyd_service "$p_c")
+svc_d=$(policyd_service "$p_d")
 postfix_conf "smtpd_recipient_restrictions = $svc_d, permit_mynetworks, reject_unauth_destination" \
     "smtpd_end_of_data_restrictions = $svc_c" || osp_die "Postfix did not reload"
 for i in 1 2 3; do

@@ -11,12 +11,13 @@
 
 : "${top_srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
 . "$top_srcdir/tests/integration/harness.sh"
+. "$top_srcdir/tests/integration/policyd_lib.sh"
 
 osp_require root postfix swaks curl
 osp_timeout "${OSP_TEST_TIMEOUT:-180}"
 tap_plan 12
 
-policyd=$OSP_TOP_BUILDDIR/osprey-policyd
+policyd=$POLICYD_BIN
 [ -x "$policyd" ] || osp_die "$policyd is not built"
 
 # ---- zone data and configuration
@@ -52,31 +53,19 @@ osp_spawn policyd "$policyd" -f -v -c "$etc/osprey.conf" \
 policyd_pid=$OSP_LAST_PID
 policyd_log=$OSP_TMP/policyd.log
 
-health() { curl -sf "http://127.0.0.1:$pmet/health" | grep -qx ok; }
+health() { policyd_health "$pmet"; }
 ok "osprey-policyd starts with the zone file and answers /health" osp_wait_until 10 health ||
     osp_die "osprey-policyd did not start: $(tail -n 5 "$policyd_log")"
 
 # ---- Postfix asks the daemon at RCPT
 sink_start || osp_die "smtp-sink did not start"
-svc="check_policy_service { inet:127.0.0.1:$ppol, timeout=10s, default_action=DUNNO }"
+svc=$(policyd_service "$ppol")
 postfix_start "inet_protocols = all" \
     "smtpd_recipient_restrictions = $svc, permit_mynetworks, reject_unauth_destination" ||
     osp_die "Postfix did not start"
 
 # send NAME EXPECT-REGEX SWAKS-ARGS... -- one message; its transcript must match
-send() {
-    local name=$1 want=$2 out
-    shift 2
-    out=$OSP_TMP/swaks.$(echo "$name" | tr -c 'a-zA-Z0-9' _).log
-    osp_swaks "$@" >"$out" 2>&1
-    if grep -qE -- "$want" "$out"; then
-        tap_ok "$name"
-    else
-        tap_not_ok "$name" "expected /$want/ in the SMTP transcript:" \
-            "$(grep -E '^ *(<|->|<-|\*\*\*)' "$out" | tail -n 14)" \
-            "policyd log:" "$(tail -n 5 "$policyd_log")"
-    fi
-}
+send() { policyd_send "$1" "$2" "$policyd_log" "${@:3}"; }
 
 accepted='<- +250 2\.0\.0 Ok: queued as'
 
