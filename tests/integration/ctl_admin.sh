@@ -14,71 +14,30 @@
 
 : "${top_srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
 . "$top_srcdir/tests/integration/harness.sh"
+. "$top_srcdir/tests/integration/ctl_lib.sh"
 
 osp_require root postgresql postfix
 osp_timeout "${OSP_TEST_TIMEOUT:-240}"
-
-CTL=$OSP_TOP_BUILDDIR/ospreyctl
-W=$OSP_TOP_BUILDDIR/osprey-worker
-[ -x "$CTL" ] || tap_skip_all "ospreyctl not built ($CTL)"
-[ -x "$W" ] || tap_skip_all "osprey-worker not built ($W)"
 
 tap_plan 100
 
 pg_start || osp_die "PostgreSQL did not start"
 pg_schema_load || osp_die "schema did not load"
 
-conf=$OSP_TMP/osprey.conf
-echo "database_connection = $OSP_PG_CONNINFO" >"$conf"
-
-# c ARGS... -- run ospreyctl; stdout in $out, stderr in $err, status in $rc.
-c() {
-    out=$("$CTL" -c "$conf" "$@" 2>"$OSP_TMP/ctl.err" </dev/null)
-    rc=$?
-    err=$(cat "$OSP_TMP/ctl.err")
-}
-# is_rc N DESC -- the last command exited with N
-is_rc() {
-    if [ "$rc" = "$1" ]; then
-        tap_ok "$2"
-    else
-        tap_not_ok "$2"
-        tap_diag "exit $rc, expected $1; stdout: $out"
-        tap_diag "stderr: $err"
-    fi
-}
-# err_has N TEXT DESC -- exited with N and stderr contains TEXT
-err_has() {
-    if [ "$rc" = "$1" ] && grep -qF -- "$2" <<<"$err"; then
-        tap_ok "$3"
-    else
-        tap_not_ok "$3"
-        tap_diag "exit $rc (expected $1); stderr: $err"
-    fi
-}
-out_has() {
-    if [ "$rc" = 0 ] && grep -qF -- "$1" <<<"$out"; then
-        tap_ok "$2"
-    else
-        tap_not_ok "$2"
-        tap_diag "exit $rc; stdout: $out"
-        tap_diag "stderr: $err"
-    fi
-}
-sql() { pg_psql -c "$1"; }
+ctl_conf
 
 # ---------------------------------------------------------------- accounts
 c account add RA --kind reseller
-RA=$(sed -n 's/^account \([0-9]*\): added.*/\1/p' <<<"$out")
+RA=$(acct_id)
 is_rc 0 "account add reseller"
 c account add A1 --kind client --parent RA
-A1=$(sed -n 's/^account \([0-9]*\): added.*/\1/p' <<<"$out")
+A1=$(acct_id)
 c account add A2 --kind client --parent "$RA"
-A2=$(sed -n 's/^account \([0-9]*\): added.*/\1/p' <<<"$out")
+A2=$(acct_id)
 c account add RB --kind reseller
-RB=$(sed -n 's/^account \([0-9]*\): added.*/\1/p' <<<"$out")
+RB=$(acct_id)
 c account add u1 --kind user --parent A1
-U1=$(sed -n 's/^account \([0-9]*\): added.*/\1/p' <<<"$out")
+U1=$(acct_id)
 tap_is "$(sql "SELECT string_agg(path::text, ' ' ORDER BY id) FROM accounts WHERE id IN ($RA, $A1, $A2, $RB, $U1)")" \
     "0.$RA 0.$RA.$A1 0.$RA.$A2 0.$RB 0.$RA.$A1.$U1" "accounts form the tree (client below reseller)"
 c account add X --kind emperor
@@ -231,11 +190,7 @@ msg() {
         "$1" "$2" "$2"
 }
 qins() { # ACCOUNT RECIPIENT SUBJECT -> id
-    local body hex
-    body=$(msg "$2" "$3" | od -An -v -tx1 | tr -d ' \n')
-    sql "WITH b AS (INSERT INTO quarantine_bodies (sha256, body, size)
-                    VALUES (sha256('\\x$body'::bytea), '\\x$body'::bytea, length('\\x$body'::bytea))
-                    ON CONFLICT (sha256) DO UPDATE SET last_used_at = now() RETURNING sha256)
+    sql "$(msg "$2" "$3" | body_cte)
          INSERT INTO quarantine (account_id, queue_id, message_id, sender, recipient,
                                  client_address, subject, size, score, verdict, reasons, body_sha256)
          SELECT $1, 'Q$3', '<$3@outside.example>', 'sender@outside.example', '$2',

@@ -12,49 +12,17 @@
 
 : "${top_srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
 . "$top_srcdir/tests/integration/harness.sh"
+. "$top_srcdir/tests/integration/ctl_lib.sh"
 
 osp_require root postgresql
 osp_timeout "${OSP_TEST_TIMEOUT:-180}"
-
-CTL=$OSP_TOP_BUILDDIR/ospreyctl
-W=$OSP_TOP_BUILDDIR/osprey-worker
-[ -x "$CTL" ] || tap_skip_all "ospreyctl not built ($CTL)"
-[ -x "$W" ] || tap_skip_all "osprey-worker not built ($W)"
 
 tap_plan 41
 
 pg_start || osp_die "PostgreSQL did not start"
 pg_schema_load || osp_die "schema did not load"
 
-conf=$OSP_TMP/osprey.conf
-echo "database_connection = $OSP_PG_CONNINFO" >"$conf"
-
-# c ARGS... -- run ospreyctl; stdout in $out, stderr in $err, status in $rc.
-c() {
-    out=$("$CTL" -c "$conf" "$@" 2>"$OSP_TMP/ctl.err" </dev/null)
-    rc=$?
-    err=$(cat "$OSP_TMP/ctl.err")
-}
-err_has() {
-    if [ "$rc" = "$1" ] && grep -qF -- "$2" <<<"$err"; then
-        tap_ok "$3"
-    else
-        tap_not_ok "$3"
-        tap_diag "exit $rc (expected $1); stdout: $out"
-        tap_diag "stderr: $err"
-    fi
-}
-out_has() {
-    if [ "$rc" = 0 ] && grep -qF -- "$1" <<<"$out"; then
-        tap_ok "$2"
-    else
-        tap_not_ok "$2"
-        tap_diag "exit $rc; stdout: $out"
-        tap_diag "stderr: $err"
-    fi
-}
-sql() { pg_psql -c "$1"; }
-acct_id() { sed -n 's/^account \([0-9]*\): added.*/\1/p' <<<"$out"; }
+ctl_conf
 
 c account add RA --kind reseller
 RA=$(acct_id)
@@ -72,11 +40,7 @@ msg() {
         "$1" "$2" "$2" "$2"
 }
 qins() { # ACCOUNT RECIPIENT SUBJECT -> id
-    local body
-    body=$(msg "$2" "$3" | od -An -v -tx1 | tr -d ' \n')
-    sql "WITH b AS (INSERT INTO quarantine_bodies (sha256, body, size)
-                    VALUES (sha256('\\x$body'::bytea), '\\x$body'::bytea, length('\\x$body'::bytea))
-                    ON CONFLICT (sha256) DO UPDATE SET last_used_at = now() RETURNING sha256)
+    sql "$(msg "$2" "$3" | body_cte)
          INSERT INTO quarantine (account_id, queue_id, sender, recipient, subject, size, score,
                                  verdict, body_sha256)
          SELECT $1, 'Q$3', 'winner@lottery.example', '$2', '$3', 300, 9.5, 'quarantine', sha256
