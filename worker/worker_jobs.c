@@ -691,8 +691,6 @@ out:
         PQfinish(conn);
 }
 
-
-
 static void release_report(pool_job_t *pj, worker_job_t *job)
 {
     release_work_t *w = (release_work_t *)pj;
@@ -915,8 +913,6 @@ out:
     if (conn != NULL)
         PQfinish(conn);
 }
-
-
 
 static void train_report(pool_job_t *pj, worker_job_t *job)
 {

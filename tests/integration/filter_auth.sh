@@ -133,7 +133,6 @@ tap_diag "$h"
 ok "Received-SPF below the Received line is not trusted: spf=none" \
     eval '[[ "$h" == *"spf=none;"* ]]'
 
-
 # ---- forged Authentication-Results claiming our authserv-id: removed
 { printf 'Authentication-Results: mx.osprey.test; dkim=pass header.d=bank.example\r\n'
   printf 'Authentication-Results: upstream.example; spf=pass\r\n'
