@@ -119,11 +119,21 @@ static size_t gl_sweep(gl_table_t *t, gl_dead_fn dead, const policyd_greylist_co
     return n;
 }
 
+/*
+ * Time since t, 0 if t is later than now: requests carry the time they
+ * started (DNS checks may run seconds before greylisting), so another
+ * worker can have stored a later time already.
+ */
+static uint64_t gl_age(uint64_t now, uint64_t t)
+{
+    return now > t ? now - t : 0;
+}
+
 static bool gl_triplet_dead(const gl_entry_t *e, const policyd_greylist_conf_t *c, uint64_t now)
 {
     if (e->n == GL_PENDING)
         return now > e->t1 + c->retry_window_ms;
-    return now - e->t2 > c->pass_lifetime_ms;
+    return gl_age(now, e->t2) > c->pass_lifetime_ms;
 }
 
 static bool gl_net_dead(const gl_entry_t *e, const policyd_greylist_conf_t *c, uint64_t now)
@@ -131,7 +141,7 @@ static bool gl_net_dead(const gl_entry_t *e, const policyd_greylist_conf_t *c, u
     /* Passes are remembered as long as a passed triplet could be. */
     uint64_t keep = c->pass_lifetime_ms > c->auto_allow_lifetime_ms ? c->pass_lifetime_ms
                                                                      : c->auto_allow_lifetime_ms;
-    return now - e->t2 > keep;
+    return gl_age(now, e->t2) > keep;
 }
 
 /* ---- greylist ------------------------------------------------------------- */
@@ -240,7 +250,7 @@ enum policyd_grey policyd_greylist_check(policyd_greylist_t *g, const char *clie
     ti = gl_find(&g->triplets, tkey);
     if (ti == 0) {
         ti = gl_insert(&g->triplets, tkey);
-        if (ti == 0 && now - g->last_expire_ms >= 1000) {
+        if (ti == 0 && gl_age(now, g->last_expire_ms) >= 1000) {
             gl_expire_locked(g, now, &dummy);
             ti = gl_insert(&g->triplets, tkey);
         }
@@ -263,8 +273,9 @@ enum policyd_grey policyd_greylist_check(policyd_greylist_t *g, const char *clie
     {
         gl_entry_t *e = &g->triplets.e[ti];
         if (e->n == GL_PASSED) {
-            if (now - e->t2 <= c->pass_lifetime_ms) {
-                e->t2 = now;
+            if (gl_age(now, e->t2) <= c->pass_lifetime_ms) {
+                if (now > e->t2)
+                    e->t2 = now;
                 r = POLICYD_GREY_KNOWN;
             } else {
                 e->n = GL_PENDING;

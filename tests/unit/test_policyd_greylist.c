@@ -121,6 +121,13 @@ static void test_pass_lifetime_edges(void **state)
     t += 35 * DAY + 1;
     assert_int_equal(chk(g, "192.0.2.1", "", "b@y.example", t), POLICYD_GREY_NEW);
     assert_int_equal(chk(g, "192.0.2.1", "", "b@y.example", t + 5 * MIN), POLICYD_GREY_PASSED);
+    /* A request that started before the last pass was stored (a slower
+     * worker): still known, and the table keeps the later time. */
+    assert_int_equal(chk(g, "192.0.2.1", "", "b@y.example", t + 5 * MIN - 2000),
+                     POLICYD_GREY_KNOWN);
+    assert_int_equal(policyd_greylist_expire(g, t + 5 * MIN - 3000), 0);
+    assert_int_equal(chk(g, "192.0.2.1", "", "b@y.example", t + 5 * MIN + 35 * DAY),
+                     POLICYD_GREY_KNOWN);
     policyd_greylist_free(&g);
 }
 
