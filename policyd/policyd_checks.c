@@ -973,19 +973,6 @@ static const struct {
     { "rate_limit", policyd__check_rate, policyd__account_rate },
 };
 
-static char *policyd__action_param(const osp_config_t *cfg, const char *param,
-                                   osp_buf_t *errors)
-{
-    const char *v = osp_config_str(cfg, param);
-    char err[256];
-
-    if (policy_action_check(v, err, sizeof(err)) < 0) {
-        (void)osp_buf_printf(errors, "parameter \"%s\": %s\n", param, err);
-        return osp_strdup("DUNNO");
-    }
-    return osp_strdup(v);
-}
-
 /*
  * KEY:LIMIT/WINDOW:messages|recipients[:DEFER|HOLD], e.g.
  * sasl_username:100/1h:messages:HOLD.
@@ -1156,14 +1143,14 @@ policyd_checks_t *policyd_checks_create(const osp_config_t *cfg, osp_buf_t *erro
     const char *text = osp_config_str(cfg, "policyd_rate_limit_text");
     char err[256];
 
-    c->allow_action = policyd__action_param(cfg, "policyd_allow_action", errors);
-    c->client_block_action = policyd__action_param(cfg, "policyd_client_block_action", errors);
-    c->sender_block_action = policyd__action_param(cfg, "policyd_sender_block_action", errors);
-    c->recipient_block_action = policyd__action_param(cfg, "policyd_recipient_block_action",
+    c->allow_action = policy_action_param(cfg, "policyd_allow_action", errors);
+    c->client_block_action = policy_action_param(cfg, "policyd_client_block_action", errors);
+    c->sender_block_action = policy_action_param(cfg, "policyd_sender_block_action", errors);
+    c->recipient_block_action = policy_action_param(cfg, "policyd_recipient_block_action",
                                                       errors);
-    c->helo_invalid_action = policyd__action_param(cfg, "policyd_helo_invalid_action", errors);
-    c->helo_ours_action = policyd__action_param(cfg, "policyd_helo_ours_action", errors);
-    c->helo_mismatch_action = policyd__action_param(cfg, "policyd_helo_mismatch_action",
+    c->helo_invalid_action = policy_action_param(cfg, "policyd_helo_invalid_action", errors);
+    c->helo_ours_action = policy_action_param(cfg, "policyd_helo_ours_action", errors);
+    c->helo_mismatch_action = policy_action_param(cfg, "policyd_helo_mismatch_action",
                                                     errors);
     for (i = 0; text[i]; i++)
         if ((unsigned char)text[i] < 0x20 || text[i] == 0x7f) {

@@ -11,6 +11,7 @@
 
 #include "osp_log.h"
 #include "osp_mem.h"
+#include "osp_ratelimit.h"
 #include "osp_net.h"
 #include "policyd_dblists.h"
 
@@ -92,17 +93,6 @@ struct policyd_dblists {
 
 /* ---- map ------------------------------------------------------------------ */
 
-static uint64_t db_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h ^ (h >> 29);
-}
-
 static void db_map_grow(db_map_t *m)
 {
     db_slot_t *old = m->v;
@@ -124,7 +114,7 @@ static void db_map_grow(db_map_t *m)
 /* Insert key (copied) unless present; true if it was new. */
 static bool db_map_put(db_map_t *m, const char *key, int64_t val)
 {
-    uint64_t h = db_hash(key);
+    uint64_t h = osp_ratelimit_hash(key, strlen(key));
     size_t j;
 
     if ((m->n + 1) * 2 > m->cap)
@@ -146,7 +136,7 @@ static bool db_map_get(const db_map_t *m, const char *key, int64_t *val_r)
 
     if (m->n == 0)
         return false;
-    h = db_hash(key);
+    h = osp_ratelimit_hash(key, strlen(key));
     for (j = h & (m->cap - 1); m->v[j].key; j = (j + 1) & (m->cap - 1))
         if (m->v[j].hash == h && strcmp(m->v[j].key, key) == 0) {
             *val_r = m->v[j].val;
@@ -167,7 +157,7 @@ static void db_map_close(db_map_t *m)
 
 static uint64_t db_vkey(const char *v, int64_t account, int list, int kind)
 {
-    uint64_t h = db_hash(v) ^ ((uint64_t)account * 0x9E3779B97F4A7C15ULL) ^
+    uint64_t h = osp_ratelimit_hash(v, strlen(v)) ^ ((uint64_t)account * 0x9E3779B97F4A7C15ULL) ^
                  ((uint64_t)(list << 8 | kind) * 0xC2B2AE3D27D4EB4FULL);
 
     h ^= h >> 33;
@@ -520,18 +510,6 @@ enum policyd_dbresult policyd_dbsnap_lookup(const policyd_dbsnap_t *s, const pol
 
 /* ---- holder --------------------------------------------------------------- */
 
-static char *db_action(const osp_config_t *cfg, const char *param, osp_buf_t *errors)
-{
-    const char *v = osp_config_str(cfg, param);
-    char err[256];
-
-    if (policy_action_check(v, err, sizeof(err)) < 0) {
-        (void)osp_buf_printf(errors, "parameter \"%s\": %s\n", param, err);
-        return NULL;
-    }
-    return osp_strdup(v);
-}
-
 policyd_dblists_t *policyd_dblists_create(const osp_config_t *cfg, osp_buf_t *errors)
 {
     policyd_dblists_t *dl = osp_calloc(1, sizeof(*dl));
@@ -541,10 +519,10 @@ policyd_dblists_t *policyd_dblists_create(const osp_config_t *cfg, osp_buf_t *er
     dl->enabled = osp_config_bool(cfg, "policyd_database_lists");
     dl->retry_ms = (uint64_t)osp_config_duration_ms(cfg, "policyd_database_retry");
     dl->timeout_ms = (uint64_t)osp_config_duration_ms(cfg, "database_query_timeout");
-    dl->allow_action = db_action(cfg, "policyd_allow_action", errors);
-    dl->client_block_action = db_action(cfg, "policyd_client_block_action", errors);
-    dl->sender_block_action = db_action(cfg, "policyd_sender_block_action", errors);
-    dl->recipient_block_action = db_action(cfg, "policyd_recipient_block_action", errors);
+    dl->allow_action = policy_action_param(cfg, "policyd_allow_action", errors);
+    dl->client_block_action = policy_action_param(cfg, "policyd_client_block_action", errors);
+    dl->sender_block_action = policy_action_param(cfg, "policyd_sender_block_action", errors);
+    dl->recipient_block_action = policy_action_param(cfg, "policyd_recipient_block_action", errors);
     if (errors->len != before)
         policyd_dblists_free(&dl);
     return dl;

@@ -11,6 +11,7 @@
 #include "osp_dns.h"
 #include "osp_log.h"
 #include "osp_mem.h"
+#include "osp_ratelimit.h"
 #include "osp_net.h"
 #include "osp_spf.h"
 #include "policyd_dns.h"
@@ -98,19 +99,6 @@ void policyd_dns_expand(const char *tmpl, const char *const *vars, char *out, si
         p = name + nlen + 1;
     }
     out[o] = '\0';
-}
-
-static char *policyd_dns__action_param(const osp_config_t *cfg, const char *param,
-                                       osp_buf_t *errors)
-{
-    const char *v = osp_config_str(cfg, param);
-    char err[256];
-
-    if (policy_action_check(v, err, sizeof(err)) < 0) {
-        (void)osp_buf_printf(errors, "parameter \"%s\": %s\n", param, err);
-        return osp_strdup("DUNNO");
-    }
-    return osp_strdup(v);
 }
 
 static bool policyd_dns__named(const osp_config_t *cfg, const char *check)
@@ -287,7 +275,7 @@ policyd_dnschecks_t *policyd_dnschecks_create(const osp_config_t *cfg, osp_buf_t
     for (i = 0; i < sizeof(policyd_spf_params) / sizeof(policyd_spf_params[0]); i++) {
         free(dc->spf_action[policyd_spf_params[i].result]);
         dc->spf_action[policyd_spf_params[i].result] =
-            policyd_dns__action_param(cfg, policyd_spf_params[i].param, errors);
+            policy_action_param(cfg, policyd_spf_params[i].param, errors);
     }
     dc->spf_header = osp_config_bool(cfg, "policyd_spf_header");
     v = osp_config_list(cfg, "policyd_my_names", &n);
@@ -308,9 +296,9 @@ policyd_dnschecks_t *policyd_dnschecks_create(const osp_config_t *cfg, osp_buf_t
             dc->nsites++;
     }
     dc->threshold = (int)osp_config_int(cfg, "policyd_dnsbl_threshold");
-    dc->dnsbl_action = policyd_dns__action_param(cfg, "policyd_dnsbl_action", errors);
-    dc->rdns_missing = policyd_dns__action_param(cfg, "policyd_rdns_missing_action", errors);
-    dc->rdns_unconfirmed = policyd_dns__action_param(cfg, "policyd_rdns_unconfirmed_action",
+    dc->dnsbl_action = policy_action_param(cfg, "policyd_dnsbl_action", errors);
+    dc->rdns_missing = policy_action_param(cfg, "policyd_rdns_missing_action", errors);
+    dc->rdns_unconfirmed = policy_action_param(cfg, "policyd_rdns_unconfirmed_action",
                                                      errors);
     dc->spf_on = osp_config_bool(cfg, "policyd_spf") || policyd_dns__named(cfg, "spf");
     dc->dnsbl_on = dc->nsites > 0 || policyd_dns__named(cfg, "dnsbl");
@@ -468,19 +456,9 @@ static void policyd_spf__op_free(policyd_spf_op_t *op)
     free(op);
 }
 
-/* FNV-1a: the cache compares hashes before keys. */
-static uint64_t policyd_spf__hash(const char *s)
-{
-    uint64_t h = UINT64_C(14695981039346656037);
-
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * UINT64_C(1099511628211);
-    return h;
-}
-
 static policyd_spf_entry_t *policyd_spf__find(policyd_dnsw_t *w, const char *key)
 {
-    uint64_t h = policyd_spf__hash(key);
+    uint64_t h = osp_ratelimit_hash(key, strlen(key));
     size_t i;
 
     for (i = 0; i < POLICYD_SPF_CACHE; i++)
@@ -540,7 +518,7 @@ static void policyd_spf__done_cb(const osp_spf_outcome_t *o, void *arg)
 
     op->check = NULL;
     e->key = osp_strdup(op->key);
-    e->hash = policyd_spf__hash(e->key);
+    e->hash = osp_ratelimit_hash(e->key, strlen(e->key));
     e->refs = 1;
     e->result = o->result;
     e->domain = osp_strdup(o->domain ? o->domain : "");
@@ -653,7 +631,6 @@ typedef struct policyd_dnsbl_op {
     size_t site;
     unsigned id;
     osp_dns_query_t *query;
-    bool busy;
 } policyd_dnsbl_op_t;
 
 struct policyd_dnsbl_req {
@@ -704,7 +681,6 @@ static void policyd_dnsbl__op_done(policyd_dnsbl_op_t *op)
     policyd_eval_t *ev = q->ev;
     unsigned id = op->id;
 
-    op->busy = false;
     if (--q->outstanding == 0) {
         policyd_dnsbl__decide(q);
         free(q);
@@ -718,7 +694,6 @@ static void policyd_dnsbl__cancel(void *arg)
     policyd_dnsbl_req_t *q = op->q;
 
     osp_dns_cancel(&op->query);
-    op->busy = false;
     if (--q->outstanding == 0)
         free(q);
 }
@@ -754,7 +729,6 @@ static void policyd_dnsbl__start(policyd_dnsbl_req_t *q, policyd_dnsbl_op_t *op,
     op->q = q;
     op->site = site;
     op->query = osp_dns_query(q->w->dns, name, rrtype, cb, op);
-    op->busy = true;
     q->outstanding++;
     op->id = policyd_eval_pending_add(q->ev, policyd_dnsbl__cancel, op);
 }

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "osp_buf.h"
+#include "osp_config.h"
 #include "osp_log.h"
 #include "osp_mem.h"
 #include "policyd_proto.h"
@@ -383,4 +384,16 @@ int policy_reply_format(osp_buf_t *out, const char *action)
         return -1;
     }
     return 0;
+}
+
+char *policy_action_param(const osp_config_t *cfg, const char *param, osp_buf_t *errors)
+{
+    const char *v = osp_config_str(cfg, param);
+    char err[256];
+
+    if (policy_action_check(v, err, sizeof(err)) < 0) {
+        (void)osp_buf_printf(errors, "parameter \"%s\": %s\n", param, err);
+        return osp_strdup("DUNNO");
+    }
+    return osp_strdup(v);
 }

@@ -154,6 +154,12 @@ const char *policy_parser_error(const policy_parser_t *p);
  * -1 with a reason in err.
  */
 int policy_action_check(const char *action, char *err, size_t errsize);
+/*
+ * The action in configuration parameter param, checked: a copy (caller
+ * frees), or "DUNNO" with an error naming the parameter appended to errors.
+ */
+struct osp_config;
+char *policy_action_param(const struct osp_config *cfg, const char *param, osp_buf_t *errors);
 
 /*
  * The action's keyword, lower case, for metrics: "dunno", "ok", "reject"
