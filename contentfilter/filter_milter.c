@@ -337,6 +337,7 @@ static void fm_resume(filter_milter_t *m)
     uv_timer_stop(&m->conn.deadline);
     uv_timer_stop(&m->conn.pause);
     fm_tx_free(&m->tx);
+    OSP_FREE(&m->queue_id);             /* the next message gets its own "i" */
     m->state = FM_READ;
     fm_input(m);
     fm_flush(m);
@@ -679,23 +680,28 @@ static void fm_strip_ours(filter_milter_t *m, const char *authserv_id)
     fm_tx_t *tx = m->tx;
     const char *h = tx->headers.data;
     size_t len = tx->headers.len, i = 0, ndel = 0, k;
-    uint32_t occurrence = 0, del[64];
+    uint32_t occurrence = 0, *del = NULL;
     static const char name[] = "Authentication-Results";
 
     while (h && i < len) {
-        size_t e = osp_auth_field_end(h, len, i);
-        if (e - i > sizeof(name) - 1 && strncasecmp(h + i, name, sizeof(name) - 1) == 0 &&
-            h[i + sizeof(name) - 1] == ':') {
-            occurrence++;
-            if (osp_auth_field_is_ours(h, i, e, authserv_id) &&
-                ndel < sizeof(del) / sizeof(del[0]))
-                del[ndel++] = occurrence;
+        size_t e = osp_auth_field_end(h, len, i), c = i + sizeof(name) - 1;
+        if (e - i > sizeof(name) - 1 && strncasecmp(h + i, name, sizeof(name) - 1) == 0) {
+            while (c < e && (h[c] == ' ' || h[c] == '\t'))
+                c++;
+            if (c < e && h[c] == ':') {
+                occurrence++;
+                if (osp_auth_field_is_ours(h, i, e, authserv_id)) {
+                    del = osp_reallocarray(del, ndel + 1, sizeof(*del));
+                    del[ndel++] = occurrence;
+                }
+            }
         }
         i = e;
     }
     /* Highest first, so the lower indexes still name the same fields. */
     for (k = ndel; k-- > 0;)
         fm_put_str2(&m->conn.out, 'm', &del[k], name, "");
+    free(del);
 }
 
 static void fm_step_reply(filter_milter_t *m)
@@ -829,6 +835,20 @@ static void fm_macros(filter_milter_t *m, const filter_milter_packet_t *p)
             fm_set(&m->queue_id, argv[i + 1]);
 }
 
+static void fm_body(filter_milter_t *m, const char *p, size_t len)
+{
+    fm_tx_t *tx = m->tx;
+
+    if (len == 0 || tx->too_big)
+        return;
+    if (tx->body.size + len > m->srv->conf->size_limit) {
+        tx->too_big = true;
+        filter_body_reset(&tx->body);
+        return;
+    }
+    (void)filter_body_append(&tx->body, p, len);
+}
+
 static void fm_header(filter_milter_t *m, const filter_milter_packet_t *p)
 {
     fm_tx_t *tx = m->tx;
@@ -857,27 +877,11 @@ static void fm_header(filter_milter_t *m, const filter_milter_packet_t *p)
         }
         osp_buf_append_str(&line, "\r\n");
         (void)osp_buf_append(&tx->headers, line.data, line.len);
-        if (tx->body.size + line.len > m->srv->conf->size_limit)
-            tx->too_big = true;
-        else
-            (void)filter_body_append(&tx->body, line.data, line.len);
+        fm_body(m, line.data, line.len);
         osp_buf_close(&line);
     }
 }
 
-static void fm_body(filter_milter_t *m, const char *p, size_t len)
-{
-    fm_tx_t *tx = m->tx;
-
-    if (len == 0 || tx->too_big)
-        return;
-    if (tx->body.size + len > m->srv->conf->size_limit) {
-        tx->too_big = true;
-        filter_body_reset(&tx->body);
-        return;
-    }
-    (void)filter_body_append(&tx->body, p, len);
-}
 
 /* One packet; -1 closes the connection (err says why). */
 static int fm_packet(filter_milter_t *m, const filter_milter_packet_t *p, char *err,
@@ -989,8 +993,10 @@ static int fm_packet(filter_milter_t *m, const filter_milter_packet_t *p, char *
         return 0;
     case 'A':
         /* Abort the message (kept while a scan is running: it calls back). */
-        if (m->state == FM_READ)
+        if (m->state == FM_READ) {
             fm_tx_free(&m->tx);
+            fm_set(&m->queue_id, NULL);
+        }
         return 0;
     case 'K':
         fm_tx_free(&m->tx);

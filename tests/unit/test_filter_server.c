@@ -738,6 +738,37 @@ static void test_milter_pipelined(void **state)
     close(fd);
 }
 
+/* Postfix's queue id (macro "i") belongs to one message: the next one
+ * without it is not stored under the previous message's id. */
+static void test_milter_queue_id_per_message(void **state)
+{
+    char buf[512], cmdline[512];
+    size_t len;
+    int fd;
+
+    (void)state;
+    fd = milter_open(0x1ff380u);
+    mpkt_s(fd, 'M', "<s@example.org>|");
+    mpkt_s(fd, 'R', "<quar@example.com>|");
+    mpkt_s(fd, 'L', "Subject| qid-first|");
+    mpkt(fd, 'N', NULL, 0);
+    mpkt_s(fd, 'D', "Ei|QIDFIRST1|");
+    mpkt(fd, 'E', "one\r\n", 5);
+    assert_int_equal(mread(fd, buf, sizeof(buf), &len), 'd');
+    mpkt_s(fd, 'M', "<s@example.org>|");
+    mpkt_s(fd, 'R', "<quar@example.com>|");
+    mpkt_s(fd, 'L', "Subject| qid-second|");
+    mpkt(fd, 'N', NULL, 0);
+    mpkt(fd, 'E', "two\r\n", 5);
+    assert_int_equal(mread(fd, buf, sizeof(buf), &len), 'd');
+    close(fd);
+    snprintf(cmdline, sizeof(cmdline),
+             "f=$(grep -l '^Subject: qid-second' %s/*.eml) && [ -n \"$f\" ] && "
+             "! grep -q QIDFIRST1 $f && grep -q QIDFIRST1 $(grep -l '^Subject: qid-first' %s/*.eml)",
+             qdir, qdir);
+    assert_int_equal(system(cmdline), 0);
+}
+
 static void test_milter_max_sessions(void **state)
 {
     char buf[64];
@@ -803,6 +834,7 @@ int main(void)
         cmocka_unit_test(test_milter_verdicts),
         cmocka_unit_test(test_milter_bad_input),
         cmocka_unit_test(test_milter_pipelined),
+        cmocka_unit_test(test_milter_queue_id_per_message),
         cmocka_unit_test(test_milter_max_sessions),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
