@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -932,4 +933,170 @@ bool osp_addr_equal(const osp_addr_t *a, const osp_addr_t *b)
         return true;
     return strcmp(a->local, b->local) == 0
         && strcmp(a->domain_norm, b->domain_norm) == 0;
+}
+
+/* ---- mailbox lists (From:, To:, ...) ----------------------------------- */
+
+void osp_mailbox_list_init(osp_mailbox_list_t *l)
+{
+    memset(l, 0, sizeof(*l));
+    osp_buf_init(&l->store, OSP_BUF_UNLIMITED);
+}
+
+void osp_mailbox_list_reset(osp_mailbox_list_t *l)
+{
+    l->n = 0;
+    osp_buf_reset(&l->store);
+}
+
+void osp_mailbox_list_close(osp_mailbox_list_t *l)
+{
+    osp_buf_close(&l->store);
+    OSP_FREE(&l->off);
+    l->n = l->alloc = 0;
+}
+
+const char *osp_mailbox_part(const osp_mailbox_list_t *l, size_t i, unsigned part)
+{
+    return l->store.data + l->off[3 * i + part];
+}
+
+static void osp_mbox__trim(const char **s, size_t *n)
+{
+    while (*n > 0 && (**s == ' ' || **s == '\t' || **s == '"'))
+        (*s)++, (*n)--;
+    while (*n > 0 && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t' || (*s)[*n - 1] == '"'))
+        (*n)--;
+}
+
+static void osp_mbox__add(osp_mailbox_list_t *l, const char *name, size_t nl, const char *addr, size_t al)
+{
+    const char *at;
+    size_t dl = 0;
+    const char *dom = "";
+
+    osp_mbox__trim(&name, &nl);
+    osp_mbox__trim(&addr, &al);
+    if (nl == 0 && al == 0)
+        return;
+    at = al > 0 ? memchr(addr, '@', al) : NULL;
+    if (at != NULL) {
+        const char *last = at;
+
+        while ((at = memchr(last + 1, '@', al - (size_t)(last + 1 - addr))) != NULL)
+            last = at;
+        dom = last + 1;
+        dl = al - (size_t)(dom - addr);
+    }
+    if (l->n == l->alloc) {
+        l->alloc = l->alloc ? l->alloc * 2 : 8;
+        l->off = osp_reallocarray(l->off, l->alloc, 3 * sizeof(*l->off));
+    }
+    l->off[3 * l->n] = l->store.len;
+    (void)osp_buf_append(&l->store, name, nl);
+    (void)osp_buf_append_char(&l->store, '\0');
+    l->off[3 * l->n + 1] = l->store.len;
+    (void)osp_buf_append(&l->store, addr, al);
+    (void)osp_buf_append_char(&l->store, '\0');
+    l->off[3 * l->n + 2] = l->store.len;
+    (void)osp_buf_append(&l->store, dom, dl);
+    (void)osp_buf_append_char(&l->store, '\0');
+    l->n++;
+}
+
+/* One mailbox (no top-level commas): "Name <a@b>", "a@b (Name)", "a@b". */
+static void osp_mbox__parse_one(osp_mailbox_list_t *l, const char *s, size_t n)
+{
+    const char *lt = NULL, *gt = NULL, *colon = NULL;
+    bool q = false;
+    size_t i, depth = 0;
+
+    for (i = 0; i < n; i++) {
+        char c = s[i];
+
+        if (c == '\\' && i + 1 < n) {
+            i++;
+        } else if (c == '"') {
+            q = !q;
+        } else if (q) {
+            continue;
+        } else if (c == '(') {
+            depth++;
+        } else if (c == ')' && depth > 0) {
+            depth--;
+        } else if (depth == 0 && c == '<' && lt == NULL) {
+            lt = s + i;
+        } else if (depth == 0 && c == '>' && lt != NULL && gt == NULL) {
+            gt = s + i;
+        } else if (depth == 0 && c == ':' && lt == NULL && colon == NULL) {
+            colon = s + i;
+        }
+    }
+    if (colon != NULL) {
+        /* A group: "undisclosed-recipients:;" or "team: a@b". */
+        n -= (size_t)(colon + 1 - s);
+        s = colon + 1;
+        while (n > 0 && (s[n - 1] == ';' || s[n - 1] == ' '))
+            n--;
+        if (n == 0)
+            return;
+        osp_mbox__parse_one(l, s, n);
+        return;
+    }
+    if (lt != NULL) {
+        size_t al = gt != NULL ? (size_t)(gt - lt - 1) : n - (size_t)(lt + 1 - s);
+
+        osp_mbox__add(l, s, (size_t)(lt - s), lt + 1, al);
+        return;
+    }
+    /* "a@b (Name)": the comment is the name. */
+    {
+        const char *op = memchr(s, '(', n);
+
+        if (op != NULL) {
+            const char *cp = memchr(op, ')', n - (size_t)(op - s));
+            size_t nl = cp != NULL ? (size_t)(cp - op - 1) : n - (size_t)(op + 1 - s);
+
+            osp_mbox__add(l, op + 1, nl, s, (size_t)(op - s));
+            return;
+        }
+        if (memchr(s, '@', n) != NULL || memchr(s, ' ', n) == NULL)
+            osp_mbox__add(l, "", 0, s, n);
+        else
+            osp_mbox__add(l, s, n, "", 0);
+    }
+}
+
+void osp_mailbox_parse(osp_mailbox_list_t *l, const char *s)
+{
+    size_t n = strlen(s), i, st = 0, depth = 0;
+    bool q = false, angle = false;
+
+    for (i = 0; i <= n; i++) {
+        char c = i < n ? s[i] : ',';
+
+        if (c == '\\' && i + 1 < n) {
+            i++;
+            continue;
+        }
+        if (c == '"' && depth == 0)
+            q = !q;
+        else if (q && i < n)
+            continue;
+        else if (c == '(')
+            depth++;
+        else if (c == ')' && depth > 0)
+            depth--;
+        else if (c == '<')
+            angle = true;
+        else if (c == '>')
+            angle = false;
+        else if ((c == ',' || (c == ';' && i + 1 < n)) && depth == 0 && !angle) {
+            if (i > st)
+                osp_mbox__parse_one(l, s + st, i - st);
+            st = i + 1;
+        }
+        if (i == n && (q || depth > 0 || angle) && i > st)
+            osp_mbox__parse_one(l, s + st, i - st);
+    }
 }

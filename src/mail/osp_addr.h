@@ -201,4 +201,24 @@ int osp_domain_normalize(const char *in, char *out, size_t outsize,
  */
 bool osp_domain_is_subdomain(const char *sub, const char *parent);
 
+/*
+ * The mailboxes of an address header field value ("Name <a@b>",
+ * "a@b (Name)", lists, groups "team: a@b;", quoted strings and comments
+ * respected): for each, its display name, address and domain (part
+ * OSP_MAILBOX_NAME / _ADDRESS / _DOMAIN, "" when absent).  Parse appends
+ * to the list; reset empties it.
+ */
+enum { OSP_MAILBOX_NAME = 0, OSP_MAILBOX_ADDRESS = 1, OSP_MAILBOX_DOMAIN = 2 };
+typedef struct osp_mailbox_list {
+    osp_buf_t store;
+    size_t *off;                /* 3 per mailbox: name, address, domain */
+    size_t n, alloc;
+} osp_mailbox_list_t;
+
+void osp_mailbox_list_init(osp_mailbox_list_t *l);
+void osp_mailbox_list_reset(osp_mailbox_list_t *l);
+void osp_mailbox_list_close(osp_mailbox_list_t *l);
+void osp_mailbox_parse(osp_mailbox_list_t *l, const char *value);
+const char *osp_mailbox_part(const osp_mailbox_list_t *l, size_t i, unsigned part);
+
 #endif

@@ -15,6 +15,7 @@
 #include <opendkim/dkim.h>
 #include <opendmarc/dmarc.h>
 
+#include "osp_addr.h"
 #include "osp_auth.h"
 #include "osp_dns.h"
 #include "osp_mem.h"
@@ -668,10 +669,11 @@ static bool osp_auth__from_domain(const char *msg, size_t body_off, char *out, s
                                   bool *several_r)
 {
     osp_auth_field_t f, from = { NULL, 0 };
+    osp_mailbox_list_t l;
     size_t off = 0;
     unsigned n = 0;
     char v[1024];
-    const char *s, *e, *at;
+    const char *d;
 
     *several_r = false;
     while (osp_auth__next_field(msg, body_off, &off, &f) == 1)
@@ -684,24 +686,15 @@ static bool osp_auth__from_domain(const char *msg, size_t body_off, char *out, s
         return false;
     }
     osp_auth__field_value(&from, v, sizeof(v));
-    /* An angle address if there is one, else the bare address. */
-    s = strrchr(v, '<');
-    if (s != NULL) {
-        s++;
-        e = strchr(s, '>');
-        if (e == NULL)
-            return false;
-    } else {
-        s = v;
-        e = v + strlen(v);
-    }
-    at = NULL;
-    for (const char *p = s; p < e; p++)
-        if (*p == '@')
-            at = p;
-    if (at == NULL)
-        return false;
-    osp_auth__domain_copy(out, outsize, at + 1, (size_t)(e - at - 1));
+    /* Its one mailbox (comments, quoted names and groups respected). */
+    osp_mailbox_list_init(&l);
+    osp_mailbox_parse(&l, v);
+    if (l.n == 1 && *(d = osp_mailbox_part(&l, 0, OSP_MAILBOX_DOMAIN)) != '\0')
+        osp_auth__domain_copy(out, outsize, d, strlen(d));
+    else
+        *out = '\0';
+    *several_r = l.n > 1;
+    osp_mailbox_list_close(&l);
     return strchr(out, '.') != NULL;
 }
 
@@ -796,7 +789,7 @@ static void osp_auth__dmarc(const osp_auth_t *a, const char *msg, size_t body_of
         r->from_domain[0] = '\0';
         if (several) {
             r->dmarc = OSP_AUTH_PERMERROR;
-            osp_strlcpy(r->dmarc_reason, "several From fields", sizeof(r->dmarc_reason));
+            osp_strlcpy(r->dmarc_reason, "several From authors", sizeof(r->dmarc_reason));
         }
         return;
     }

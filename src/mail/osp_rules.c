@@ -24,6 +24,7 @@
 #define RUNNING_ON_VALGRIND 0
 #endif
 
+#include "osp_addr.h"
 #include "osp_log.h"
 #include "osp_mem.h"
 #include "osp_net.h"
@@ -155,17 +156,12 @@ struct osp_rules {
     pcre2_match_context *mctx;
 };
 
-struct mbox_list {
-    osp_buf_t store;
-    size_t *off;                /* 3 per mailbox: name, address, domain */
-    size_t n, alloc;
-};
 
 struct osp_rules_scratch {
     pcre2_match_data *md;
     const osp_rules_ctx_t *ctx;
     bool have_from, have_to;
-    struct mbox_list from, to;
+    osp_mailbox_list_t from, to;
 };
 
 static void clause_free(struct clause *c)
@@ -1377,8 +1373,8 @@ osp_rules_scratch_t *osp_rules_scratch_create(void)
     s->md = pcre2_match_data_create(1, NULL);
     if (s->md == NULL)
         osp_panic("pcre2_match_data_create: out of memory");
-    osp_buf_init(&s->from.store, OSP_BUF_UNLIMITED);
-    osp_buf_init(&s->to.store, OSP_BUF_UNLIMITED);
+    osp_mailbox_list_init(&s->from);
+    osp_mailbox_list_init(&s->to);
     return s;
 }
 
@@ -1389,159 +1385,17 @@ void osp_rules_scratch_free(osp_rules_scratch_t **sp)
     if (s == NULL)
         return;
     pcre2_match_data_free(s->md);
-    osp_buf_close(&s->from.store);
-    osp_buf_close(&s->to.store);
-    free(s->from.off);
-    free(s->to.off);
+    osp_mailbox_list_close(&s->from);
+    osp_mailbox_list_close(&s->to);
     free(s);
     *sp = NULL;
 }
 
 /* ---- Mailbox lists (From, To) ------------------------------------------ */
 
-static void mbox_trim(const char **s, size_t *n)
+static const osp_mailbox_list_t *mboxes(osp_rules_scratch_t *sc, bool to)
 {
-    while (*n > 0 && (**s == ' ' || **s == '\t' || **s == '"'))
-        (*s)++, (*n)--;
-    while (*n > 0 && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t' || (*s)[*n - 1] == '"'))
-        (*n)--;
-}
-
-static void mbox_add(struct mbox_list *l, const char *name, size_t nl, const char *addr, size_t al)
-{
-    const char *at;
-    size_t dl = 0;
-    const char *dom = "";
-
-    mbox_trim(&name, &nl);
-    mbox_trim(&addr, &al);
-    if (nl == 0 && al == 0)
-        return;
-    at = al > 0 ? memchr(addr, '@', al) : NULL;
-    if (at != NULL) {
-        const char *last = at;
-
-        while ((at = memchr(last + 1, '@', al - (size_t)(last + 1 - addr))) != NULL)
-            last = at;
-        dom = last + 1;
-        dl = al - (size_t)(dom - addr);
-    }
-    if (l->n == l->alloc) {
-        l->alloc = l->alloc ? l->alloc * 2 : 8;
-        l->off = osp_reallocarray(l->off, l->alloc, 3 * sizeof(*l->off));
-    }
-    l->off[3 * l->n] = l->store.len;
-    (void)osp_buf_append(&l->store, name, nl);
-    (void)osp_buf_append_char(&l->store, '\0');
-    l->off[3 * l->n + 1] = l->store.len;
-    (void)osp_buf_append(&l->store, addr, al);
-    (void)osp_buf_append_char(&l->store, '\0');
-    l->off[3 * l->n + 2] = l->store.len;
-    (void)osp_buf_append(&l->store, dom, dl);
-    (void)osp_buf_append_char(&l->store, '\0');
-    l->n++;
-}
-
-/* One mailbox (no top-level commas): "Name <a@b>", "a@b (Name)", "a@b". */
-static void mbox_parse_one(struct mbox_list *l, const char *s, size_t n)
-{
-    const char *lt = NULL, *gt = NULL, *colon = NULL;
-    bool q = false;
-    size_t i, depth = 0;
-
-    for (i = 0; i < n; i++) {
-        char c = s[i];
-
-        if (c == '\\' && i + 1 < n) {
-            i++;
-        } else if (c == '"') {
-            q = !q;
-        } else if (q) {
-            continue;
-        } else if (c == '(') {
-            depth++;
-        } else if (c == ')' && depth > 0) {
-            depth--;
-        } else if (depth == 0 && c == '<' && lt == NULL) {
-            lt = s + i;
-        } else if (depth == 0 && c == '>' && lt != NULL && gt == NULL) {
-            gt = s + i;
-        } else if (depth == 0 && c == ':' && lt == NULL && colon == NULL) {
-            colon = s + i;
-        }
-    }
-    if (colon != NULL) {
-        /* A group: "undisclosed-recipients:;" or "team: a@b". */
-        n -= (size_t)(colon + 1 - s);
-        s = colon + 1;
-        while (n > 0 && (s[n - 1] == ';' || s[n - 1] == ' '))
-            n--;
-        if (n == 0)
-            return;
-        mbox_parse_one(l, s, n);
-        return;
-    }
-    if (lt != NULL) {
-        size_t al = gt != NULL ? (size_t)(gt - lt - 1) : n - (size_t)(lt + 1 - s);
-
-        mbox_add(l, s, (size_t)(lt - s), lt + 1, al);
-        return;
-    }
-    /* "a@b (Name)": the comment is the name. */
-    {
-        const char *op = memchr(s, '(', n);
-
-        if (op != NULL) {
-            const char *cp = memchr(op, ')', n - (size_t)(op - s));
-            size_t nl = cp != NULL ? (size_t)(cp - op - 1) : n - (size_t)(op + 1 - s);
-
-            mbox_add(l, op + 1, nl, s, (size_t)(op - s));
-            return;
-        }
-        if (memchr(s, '@', n) != NULL || memchr(s, ' ', n) == NULL)
-            mbox_add(l, "", 0, s, n);
-        else
-            mbox_add(l, s, n, "", 0);
-    }
-}
-
-static void mbox_parse(struct mbox_list *l, const char *s)
-{
-    size_t n = strlen(s), i, st = 0, depth = 0;
-    bool q = false, angle = false;
-
-    for (i = 0; i <= n; i++) {
-        char c = i < n ? s[i] : ',';
-
-        if (c == '\\' && i + 1 < n) {
-            i++;
-            continue;
-        }
-        if (c == '"' && depth == 0)
-            q = !q;
-        else if (q && i < n)
-            continue;
-        else if (c == '(')
-            depth++;
-        else if (c == ')' && depth > 0)
-            depth--;
-        else if (c == '<')
-            angle = true;
-        else if (c == '>')
-            angle = false;
-        else if ((c == ',' || (c == ';' && i + 1 < n)) && depth == 0 && !angle) {
-            if (i > st)
-                mbox_parse_one(l, s + st, i - st);
-            st = i + 1;
-        }
-        if (i == n && (q || depth > 0 || angle) && i > st)
-            mbox_parse_one(l, s + st, i - st);
-    }
-}
-
-static const struct mbox_list *mboxes(osp_rules_scratch_t *sc, bool to)
-{
-    struct mbox_list *l = to ? &sc->to : &sc->from;
+    osp_mailbox_list_t *l = to ? &sc->to : &sc->from;
     bool *have = to ? &sc->have_to : &sc->have_from;
     const osp_mime_message_t *m = sc->ctx->msg;
     const char *v;
@@ -1550,10 +1404,9 @@ static const struct mbox_list *mboxes(osp_rules_scratch_t *sc, bool to)
     if (*have)
         return l;
     *have = true;
-    l->n = 0;
-    osp_buf_reset(&l->store);
+    osp_mailbox_list_reset(l);
     for (i = 0; (v = osp_mime_header_get(m, to ? "To" : "From", i)) != NULL; i++)
-        mbox_parse(l, v);
+        osp_mailbox_parse(l, v);
     return l;
 }
 
@@ -1683,11 +1536,11 @@ static int any_value(struct eval *ev, const struct clause *c)
     case F_FROM_NAME: case F_FROM_ADDRESS: case F_FROM_DOMAIN:
     case F_TO_NAME: case F_TO_ADDRESS: case F_TO_DOMAIN: {
         bool to = c->f->id >= F_TO_NAME;
-        const struct mbox_list *l = mboxes(ev->sc, to);
+        const osp_mailbox_list_t *l = mboxes(ev->sc, to);
         size_t k = (size_t)(c->f->id - (to ? F_TO_NAME : F_FROM_NAME));
 
         for (i = 0; i < l->n; i++) {
-            v = l->store.data + l->off[3 * i + k];
+            v = osp_mailbox_part(l, i, k);
             if (*v != '\0' || c->rel != R_EXISTS)
                 TRY(v, strlen(v));
         }

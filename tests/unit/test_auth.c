@@ -361,6 +361,30 @@ static void test_spf_relaxed_alignment(void **state)
     assert_int_equal(r.policy, OSP_AUTH_P_REJECT);
 }
 
+/* The From domain is the author's, read as a mailbox: an address inside a
+ * comment or a quoted display name is not it; two authors are refused. */
+static void test_from_domain_mailbox(void **state)
+{
+    fixture_t *fx = *state;
+    static const char *const cases[][2] = {
+        { "From: a@bad.example (x <y@example.com>)\r\n", "bad.example" },
+        { "From: \"y@example.com <y@example.com>\" <a@Bad.Example>\r\n", "bad.example" },
+        { "From: a@bad.example, b@example.com\r\n", "" },
+    };
+    osp_auth_result_t r;
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char m[512];
+        snprintf(m, sizeof(m), "%sTo: bob@example.org\r\nSubject: s\r\n\r\nbody\r\n",
+                 cases[i][0]);
+        osp_auth_check(fx->auth, "tf", m, strlen(m), &r);
+        assert_string_equal(r.from_domain, cases[i][1]);
+        if (i == 2)
+            assert_int_equal(r.dmarc, OSP_AUTH_PERMERROR);
+    }
+}
+
 static void test_spf_below_received_ignored(void **state)
 {
     fixture_t *fx = *state;
@@ -661,6 +685,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dmarc_org_domain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spf_trusted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spf_relaxed_alignment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_from_domain_mailbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spf_below_received_ignored, setup, teardown),
         cmocka_unit_test(test_spf_parse_cases),
         cmocka_unit_test(test_lookup_tempfail),
