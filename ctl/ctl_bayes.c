@@ -441,7 +441,9 @@ static int bayes_vote(ctl_pg_t *pg, int argc, char **argv)
                       " FROM quarantine q"
                       " WHERE ($1 <> '' AND q.id = nullif($1, '')::bigint)"
                       "    OR ($2 <> '' AND q.queue_id = $2)"
-                      " ORDER BY CASE WHEN $3 = '' THEN q.account_id END, q.body_sha256, q.id",
+                      /* per body, a row of the --account subtree first */
+                      " ORDER BY CASE WHEN $3 = '' THEN q.account_id END, q.body_sha256, 4 DESC,"
+                      "  q.id",
                       3, p);
     if (res == NULL)
         goto fail;

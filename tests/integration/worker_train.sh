@@ -17,7 +17,7 @@
 osp_require root postgresql
 osp_timeout "${OSP_TEST_TIMEOUT:-180}"
 
-tap_plan 41
+tap_plan 42
 
 pg_start || osp_die "PostgreSQL did not start"
 pg_schema_load || osp_die "schema did not load"
@@ -196,6 +196,17 @@ all_done() { [ "$(sql "SELECT count(*) FROM jobs WHERE kind = 'train' AND state 
 ok "bayes vote --queue-id: jobs done" osp_wait_until 20 all_done
 tap_is "$(totals "$A1")/$(totals "$U1")/$(totals 0)" "0/1/0/2/1/3" \
     "bayes vote --queue-id: both rows trained as ham for their accounts"
+# One body for two recipients, the lower row id in a sibling account: a vote
+# for A1's subtree finds A1's row (it was refused: only the lowest row of a
+# body was looked at).
+Q8=$(qins "$A2" a2@a2.example delta)
+Q9=$(sql "INSERT INTO quarantine (account_id, queue_id, sender, recipient, subject, size, score,
+                                  verdict, body_sha256)
+          SELECT $A1, queue_id, sender, 'a1@a1.example', subject, size, score, verdict, body_sha256
+            FROM quarantine WHERE id = $Q8 RETURNING id")
+c bayes vote --queue-id Qdelta --spam --account A1
+out_has "quarantine $Q9: spam vote for account $A1 queued" \
+    "bayes vote --queue-id --account: the subtree's row of a shared body is found"
 
 osp_kill_pid "$WP" 10
 ok "worker stops cleanly" osp_dead "$WP"
