@@ -7,6 +7,7 @@
 
 #include <libpq-fe.h>
 
+#include "osp_buf.h"
 #include "osp_config.h"
 
 /* ctl_params.c */
@@ -97,6 +98,12 @@ int ctl_pg_account(ctl_pg_t *pg, const char *spec, char id_r[32]);
 int ctl_pg_audit(ctl_pg_t *pg, const char *account_id, const char *action,
                  const char *object_type, const char *object_id, const char *details_json);
 void ctl_pg_print_table(const PGresult *res);
+/*
+ * Read the file at path ("-": standard input) into out, up to out's size
+ * cap.  0, or -1 with an error printed, prefixed with what ("" or e.g.
+ * "rule add: ").
+ */
+int ctl_read_file(const char *path, const char *what, osp_buf_t *out);
 /* Run a query and print its table: 0, or 1 (error printed). */
 int ctl_pg_show(ctl_pg_t *pg, const char *what, const char *sql, int n,
                 const char *const *params);

@@ -350,28 +350,8 @@ int ctl_account(const osp_config_t *cfg, int argc, char **argv)
 
 static int rule_read(const char *path, osp_buf_t *out)
 {
-    FILE *f = fopen(path, "rb");
-    char chunk[65536];
-    size_t n;
-
-    if (f == NULL) {
-        fprintf(stderr, "ospreyctl: rule add: cannot read %s: %s\n", path, strerror(errno));
+    if (ctl_read_file(path, "rule add: ", out) < 0)
         return -1;
-    }
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        if (osp_buf_append(out, chunk, n) < 0) {
-            fprintf(stderr, "ospreyctl: rule add: %s: larger than %d bytes\n", path,
-                    RULE_FILE_MAX);
-            fclose(f);
-            return -1;
-        }
-    }
-    if (ferror(f)) {
-        fprintf(stderr, "ospreyctl: rule add: cannot read %s: %s\n", path, strerror(errno));
-        fclose(f);
-        return -1;
-    }
-    fclose(f);
     if (memchr(osp_buf_cstr(out), '\0', out->len) != NULL) {
         fprintf(stderr, "ospreyctl: rule add: %s: contains NUL bytes\n", path);
         return -1;

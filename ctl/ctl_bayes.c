@@ -111,30 +111,11 @@ static osp_bayes_t *open_tokens(const char *path, int create)
 /* Parse a message file (or "-" for standard input) and tokenize it. */
 static int tokenize_file(const char *path, osp_bayes_tokens_t *t)
 {
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     osp_buf_t buf;
-    char chunk[65536];
-    size_t n;
-    int rc = 0;
+    int rc;
 
-    if (f == NULL) {
-        fprintf(stderr, "ospreyctl: cannot read %s: %s\n", path, strerror(errno));
-        return -1;
-    }
     osp_buf_init(&buf, MAX_MESSAGE);
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        if (osp_buf_append(&buf, chunk, n) < 0) {
-            fprintf(stderr, "ospreyctl: %s: larger than %u bytes\n", path, MAX_MESSAGE);
-            rc = -1;
-            break;
-        }
-    }
-    if (rc == 0 && ferror(f)) {
-        fprintf(stderr, "ospreyctl: cannot read %s: %s\n", path, strerror(errno));
-        rc = -1;
-    }
-    if (f != stdin)
-        fclose(f);
+    rc = ctl_read_file(path, "", &buf);
     if (rc == 0)
         osp_bayes_tokenize_message(buf.data, buf.len, t);
     osp_buf_close(&buf);

@@ -69,24 +69,11 @@ static void ctl_db__print_pq(const char *what, const char *msg)
 
 static int ctl_db__connect(ctl_db_t *db, const osp_config_t *cfg)
 {
-    const char *conninfo = osp_config_str(cfg, "database_connection");
-    int64_t ms = osp_config_duration_ms(cfg, "database_connect_timeout");
-    char timeout[32];
-    /* Our defaults first: the connection string (expanded from "dbname")
-     * comes last and wins. */
-    const char *const keys[] = { "connect_timeout", "fallback_application_name", "dbname", NULL };
-    const char *vals[] = { timeout, "ospreyctl", conninfo, NULL };
+    ctl_pg_t pg;
 
-    snprintf(timeout, sizeof(timeout), "%lld", (long long)((ms + 999) / 1000 < 2 ? 2 : (ms + 999) / 1000));
-    db->conn = PQconnectdbParams(keys, vals, 1);
-    if (db->conn == NULL) {
-        fprintf(stderr, "ospreyctl: cannot connect to the database: out of memory\n");
+    if (ctl_pg_open(&pg, cfg, NULL) < 0)
         return -1;
-    }
-    if (PQstatus(db->conn) != CONNECTION_OK) {
-        ctl_db__print_pq("cannot connect to the database", PQerrorMessage(db->conn));
-        return -1;
-    }
+    db->conn = pg.conn;
     return 0;
 }
 

@@ -51,30 +51,31 @@ static int rule_check(int argc, char **argv)
     return status;
 }
 
-static int read_file(const char *path, osp_buf_t *out)
+int ctl_read_file(const char *path, const char *what, osp_buf_t *out)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     char chunk[65536];
     size_t n;
+    int rc = 0;
 
     if (f == NULL) {
-        fprintf(stderr, "ospreyctl: cannot read %s: %s\n", path, strerror(errno));
+        fprintf(stderr, "ospreyctl: %scannot read %s: %s\n", what, path, strerror(errno));
         return -1;
     }
     while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
         if (osp_buf_append(out, chunk, n) < 0) {
-            fprintf(stderr, "ospreyctl: %s: larger than %u bytes\n", path, MAX_MESSAGE);
-            fclose(f);
-            return -1;
+            fprintf(stderr, "ospreyctl: %s%s: larger than %zu bytes\n", what, path, out->max);
+            rc = -1;
+            break;
         }
     }
-    if (ferror(f)) {
-        fprintf(stderr, "ospreyctl: cannot read %s: %s\n", path, strerror(errno));
-        fclose(f);
-        return -1;
+    if (rc == 0 && ferror(f)) {
+        fprintf(stderr, "ospreyctl: %scannot read %s: %s\n", what, path, strerror(errno));
+        rc = -1;
     }
-    fclose(f);
-    return 0;
+    if (f != stdin)
+        fclose(f);
+    return rc;
 }
 
 static int rule_test(int argc, char **argv)
@@ -148,7 +149,7 @@ static int rule_test(int argc, char **argv)
         osp_buf_close(&errors);
     }
     osp_buf_init(&data, MAX_MESSAGE);
-    if (status != 0 || read_file(message, &data) < 0) {
+    if (status != 0 || ctl_read_file(message, "", &data) < 0) {
         for (i = 0; i < n_files; i++)
             osp_rules_free(&sets[i]);
         osp_buf_close(&data);
