@@ -77,7 +77,12 @@ extern const worker_kind_t worker_kinds[];     /* ends with { NULL, NULL } */
 const worker_kind_t *worker_kind_find(const char *name);
 
 /* worker_server.c */
-/* status OSP_STORE_OK: done; anything else: failed (error: why, borrowed). */
+/*
+ * status OSP_STORE_OK: done; WORKER_JOB_PERMANENT: failed for good (dead at
+ * once, not retried); anything else: failed, retried with back-off until
+ * max_attempts (error: why, borrowed).
+ */
+#define WORKER_JOB_PERMANENT 1
 void worker_job_finish(worker_job_t *job, int status, const char *error);
 
 typedef void worker_stopped_fn(void *ctx);

@@ -757,10 +757,9 @@ static void job_release_start(worker_job_t *job)
  *      counts), once per message: running the job again changes nothing,
  *      the other class moves the counts (sql/004).
  * A payload that is not of this form, or a message that is gone (deleted,
- * expired, not of A), cannot succeed later: the job's max_attempts is
- * lowered to this attempt, so the failure makes it dead at once with the
- * reason as last_error.  Anything else (database away, timeout) is
- * retried with back-off.
+ * expired, not of A), cannot succeed later: the job finishes as
+ * WORKER_JOB_PERMANENT, dead at once with the reason as last_error.
+ * Anything else (database away, timeout) is retried with back-off.
  */
 enum train_outcome { TRAIN_DONE, TRAIN_PERMANENT, TRAIN_FAILED };
 
@@ -780,23 +779,6 @@ static bool train_digits(const char *s)
 }
 
 /* Permanent: make this attempt the last one (the failure then buries it). */
-static void train_permanent(train_work_t *w, PGconn *conn)
-{
-    char jid[32];
-    const char *p[1] = { jid };
-    PGresult *res;
-
-    w->outcome = TRAIN_PERMANENT;
-    snprintf(jid, sizeof(jid), "%" PRId64, w->base.job_id);
-    res = PQexecParams(conn,
-                       "UPDATE jobs SET max_attempts = least(max_attempts, attempts)"
-                       " WHERE id = $1::bigint AND state = 'running'",
-                       1, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        w->outcome = TRAIN_FAILED;        /* retried; fails the same way again */
-    PQclear(res);
-}
-
 /* Thread pool: the whole training (see above). */
 static void train_work(pool_job_t *pj)
 {
@@ -829,7 +811,7 @@ static void train_work(pool_job_t *pj)
             snprintf(w->base.error, sizeof(w->base.error), "payload is not JSON");
             PQclear(res);
             res = NULL;
-            train_permanent(w, conn);
+            w->outcome = TRAIN_PERMANENT;
             goto out;
         }
         job_db_error(w->base.error, sizeof(w->base.error), "payload", conn, res);
@@ -849,7 +831,7 @@ static void train_work(pool_job_t *pj)
         release_printable(w->klass);
         PQclear(res);
         res = NULL;
-        train_permanent(w, conn);
+        w->outcome = TRAIN_PERMANENT;
         goto out;
     }
     PQclear(res);
@@ -876,7 +858,7 @@ static void train_work(pool_job_t *pj)
                  w->qid, acct);
         PQclear(res);
         res = NULL;
-        train_permanent(w, conn);
+        w->outcome = TRAIN_PERMANENT;
         goto out;
     }
     {
@@ -928,7 +910,7 @@ static void train_report(pool_job_t *pj, worker_job_t *job)
     case TRAIN_PERMANENT:
         osp_warn("job=%" PRId64 " kind=train account=%" PRId64 " action=none "
                  "reason=\"%s\" (not retried)", job->id, pj->account_id, pj->error);
-        worker_job_finish(job, OSP_STORE_TEMPFAIL, pj->error);
+        worker_job_finish(job, WORKER_JOB_PERMANENT, pj->error);
         break;
     case TRAIN_FAILED:
         worker_job_finish(job, OSP_STORE_TEMPFAIL, pj->error[0] ? pj->error : "failed");

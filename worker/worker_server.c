@@ -159,9 +159,11 @@ void worker_job_finish(worker_job_t *job, int status, const char *error)
     } else {
         osp_warn("job=%" PRId64 " kind=%s attempt=%d: failed: %s", job->id, job->kind,
                  job->attempts, error ? error : "unknown error");
+        /* A permanent failure: this attempt is the last one. */
+        int max = status == WORKER_JOB_PERMANENT ? job->attempts : srv->conf.max_attempts;
         job->req = osp_store_job_retry(srv->st, job->id, error ? error : "unknown error",
-                                       srv->conf.retry_backoff_ms, srv->conf.max_attempts, 0,
-                                       job_fail_cb, job, &err2);
+                                       srv->conf.retry_backoff_ms, max, 0, job_fail_cb, job,
+                                       &err2);
     }
     if (job->req == NULL) {
         osp_warn("job=%" PRId64 " kind=%s: cannot record its outcome: %s; it will be reclaimed",
