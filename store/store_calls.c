@@ -16,7 +16,7 @@
 
 #define STORE_MAX_FIELD (64 * 1024)
 
-static int64_t val_i64(const PGresult *res, int row, int col)
+int64_t store__val_i64(const PGresult *res, int row, int col)
 {
     return PQgetisnull(res, row, col) ? -1 : strtoll(PQgetvalue(res, row, col), NULL, 10);
 }
@@ -95,7 +95,7 @@ static void param_text(store__req_t *r, store__step_t *s, const char *text)
     osp_buf_close(&b);
 }
 
-static osp_store_req_t *start(osp_store_t *st, store__req_t *r, void *cb, void *ctx,
+osp_store_req_t *store__start(osp_store_t *st, store__req_t *r, void *cb, void *ctx,
                               void (*deliver)(store__req_t *, int, const char *),
                               uint64_t timeout_ms, const char **error_r)
 {
@@ -119,7 +119,7 @@ osp_store_req_t *osp_store_ping(osp_store_t *st, uint64_t timeout_ms,
     store__req_t *r = store__req_new();
 
     store__req_step(r, STORE_STEP_PREPARED, "osp_ping", NULL, PGRES_TUPLES_OK);
-    return start(st, r, (void *)cb, ctx, ping_deliver, timeout_ms, error_r);
+    return store__start(st, r, (void *)cb, ctx, ping_deliver, timeout_ms, error_r);
 }
 
 /* ------------------------------------------------------------ recipients */
@@ -141,7 +141,7 @@ static void resolve_deliver(store__req_t *r, int status, const char *error)
         return;
     }
     memset(&rec, 0, sizeof(rec));
-    rec.account_id = val_i64(res, 0, 0);
+    rec.account_id = store__val_i64(res, 0, 0);
     rec.path = PQgetvalue(res, 0, 1);
     rec.settings_json = PQgetisnull(res, 0, 2) ? "{}" : PQgetvalue(res, 0, 2);
     for (p = rec.path; *p; p++)
@@ -170,7 +170,23 @@ osp_store_req_t *osp_store_resolve_recipient(osp_store_t *st, const char *addres
 
     s = store__req_step(r, STORE_STEP_PREPARED, "osp_resolve", NULL, PGRES_TUPLES_OK);
     param_text(r, s, address ? address : "");
-    return start(st, r, (void *)cb, ctx, resolve_deliver, timeout_ms, error_r);
+    return store__start(st, r, (void *)cb, ctx, resolve_deliver, timeout_ms, error_r);
+}
+
+osp_store_list_entry_t *store__list_entries(const PGresult *res, size_t *n_r)
+{
+    int i, n = PQntuples(res);
+    osp_store_list_entry_t *e = osp_calloc((size_t)n + 1, sizeof(*e));
+
+    for (i = 0; i < n; i++) {
+        e[i].id = store__val_i64(res, i, 0);
+        e[i].account_id = store__val_i64(res, i, 1);
+        e[i].list = PQgetvalue(res, i, 2);
+        e[i].kind = PQgetvalue(res, i, 3);
+        e[i].value = PQgetvalue(res, i, 4);
+    }
+    *n_r = (size_t)n;
+    return e;
 }
 
 /* ------------------------------------------------------------ snapshot */
@@ -190,21 +206,13 @@ static void snapshot_deliver(store__req_t *r, int status, const char *error)
         return;
     }
     memset(&snap, 0, sizeof(snap));
-    snap.nentries = (size_t)PQntuples(le);
     snap.nrules = (size_t)PQntuples(rr);
-    e = osp_calloc(snap.nentries + 1, sizeof(*e));
+    e = store__list_entries(le, &snap.nentries);
     ru = osp_calloc(snap.nrules + 1, sizeof(*ru));
-    for (i = 0; i < PQntuples(le); i++) {
-        e[i].id = val_i64(le, i, 0);
-        e[i].account_id = val_i64(le, i, 1);
-        e[i].list = PQgetvalue(le, i, 2);
-        e[i].kind = PQgetvalue(le, i, 3);
-        e[i].value = PQgetvalue(le, i, 4);
-    }
     for (i = 0; i < PQntuples(rr); i++) {
-        ru[i].id = val_i64(rr, i, 0);
-        ru[i].account_id = val_i64(rr, i, 1);
-        ru[i].priority = (int)val_i64(rr, i, 2);
+        ru[i].id = store__val_i64(rr, i, 0);
+        ru[i].account_id = store__val_i64(rr, i, 1);
+        ru[i].priority = (int)store__val_i64(rr, i, 2);
         ru[i].name = PQgetvalue(rr, i, 3);
         ru[i].source = PQgetvalue(rr, i, 4);
     }
@@ -226,7 +234,7 @@ osp_store_req_t *osp_store_load_snapshot(osp_store_t *st, uint64_t timeout_ms,
     store__req_step(r, STORE_STEP_PREPARED, "osp_lists", NULL, PGRES_TUPLES_OK);
     store__req_step(r, STORE_STEP_PREPARED, "osp_rules", NULL, PGRES_TUPLES_OK);
     store__req_step(r, STORE_STEP_SQL, NULL, "COMMIT", PGRES_COMMAND_OK);
-    return start(st, r, (void *)cb, ctx, snapshot_deliver, timeout_ms, error_r);
+    return store__start(st, r, (void *)cb, ctx, snapshot_deliver, timeout_ms, error_r);
 }
 
 /* ------------------------------------------------------------ quarantine */
@@ -335,7 +343,7 @@ osp_store_req_t *osp_store_quarantine(osp_store_t *st, const osp_store_quarantin
     }
     store__step_param(r, s, osp_buf_cstr(&b));
     osp_buf_close(&b);
-    return start(st, r, (void *)cb, ctx, quarantine_deliver, timeout_ms, error_r);
+    return store__start(st, r, (void *)cb, ctx, quarantine_deliver, timeout_ms, error_r);
 }
 
 /* ------------------------------------------------------------ Bayes */
@@ -391,7 +399,7 @@ static void tokens_deliver(store__req_t *r, int status, const char *error)
     }
     counts = osp_calloc(d->n + 1, sizeof(*counts));
     for (row = 0; row < PQntuples(tr); row++) {
-        int64_t acct = val_i64(tr, row, 0);
+        int64_t acct = store__val_i64(tr, row, 0);
         uint64_t tok = (uint64_t)strtoll(PQgetvalue(tr, row, 1), NULL, 10);
         uint32_t spam = (uint32_t)strtoul(PQgetvalue(tr, row, 2), NULL, 10);
         uint32_t ham = (uint32_t)strtoul(PQgetvalue(tr, row, 3), NULL, 10);
@@ -411,8 +419,8 @@ static void tokens_deliver(store__req_t *r, int status, const char *error)
     }
     memset(&totals, 0, sizeof(totals));
     for (row = 0; row < PQntuples(tt); row++) {
-        int64_t acct = val_i64(tt, row, 0);
-        uint64_t spam = (uint64_t)val_i64(tt, row, 1), ham = (uint64_t)val_i64(tt, row, 2);
+        int64_t acct = store__val_i64(tt, row, 0);
+        uint64_t spam = (uint64_t)store__val_i64(tt, row, 1), ham = (uint64_t)store__val_i64(tt, row, 2);
 
         if (acct == 0) {
             totals.global_spam = spam;
@@ -450,7 +458,7 @@ osp_store_req_t *osp_store_tokens_lookup(osp_store_t *st, int64_t account_id,
     osp_buf_close(&b);
     s = store__req_step(r, STORE_STEP_PREPARED, "osp_totals", NULL, PGRES_TUPLES_OK);
     store__step_param_i64(r, s, account_id);
-    return start(st, r, (void *)cb, ctx, tokens_deliver, timeout_ms, error_r);
+    return store__start(st, r, (void *)cb, ctx, tokens_deliver, timeout_ms, error_r);
 }
 
 static void text_deliver(store__req_t *r, int status, const char *error)
@@ -481,7 +489,7 @@ osp_store_req_t *osp_store_bayes_train(osp_store_t *st, int64_t account_id,
     store__step_param(r, s, spam ? "true" : "false");
     store__step_param_bin(r, s, b.data ? b.data : "", b.len);
     osp_buf_close(&b);
-    return start(st, r, (void *)cb, ctx, text_deliver, timeout_ms, error_r);
+    return store__start(st, r, (void *)cb, ctx, text_deliver, timeout_ms, error_r);
 }
 
 /* ------------------------------------------------------------ jobs */
@@ -494,7 +502,7 @@ static void id_deliver(store__req_t *r, int status, const char *error)
     if (res != NULL && (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)))
         status = OSP_STORE_NOT_FOUND;
     store__count(r->st, status);
-    cb(r->ctx, status, status == OSP_STORE_OK ? val_i64(res, 0, 0) : -1, error);
+    cb(r->ctx, status, status == OSP_STORE_OK ? store__val_i64(res, 0, 0) : -1, error);
 }
 
 osp_store_req_t *osp_store_job_enqueue(osp_store_t *st, const char *kind,
@@ -517,7 +525,7 @@ osp_store_req_t *osp_store_job_enqueue(osp_store_t *st, const char *kind,
         store__step_param(r, s, NULL);
     else
         store__step_param_i64(r, s, max_attempts);
-    return start(st, r, (void *)cb, ctx, id_deliver, timeout_ms, error_r);
+    return store__start(st, r, (void *)cb, ctx, id_deliver, timeout_ms, error_r);
 }
 
 static void jobs_deliver(store__req_t *r, int status, const char *error)
@@ -537,11 +545,11 @@ static void jobs_deliver(store__req_t *r, int status, const char *error)
     n = PQntuples(res);
     jobs = osp_calloc((size_t)n, sizeof(*jobs));
     for (i = 0; i < n; i++) {
-        jobs[i].id = val_i64(res, i, 0);
+        jobs[i].id = store__val_i64(res, i, 0);
         jobs[i].kind = PQgetvalue(res, i, 1);
-        jobs[i].account_id = val_i64(res, i, 2);
+        jobs[i].account_id = store__val_i64(res, i, 2);
         jobs[i].payload_json = PQgetvalue(res, i, 3);
-        jobs[i].attempts = (int)val_i64(res, i, 4);
+        jobs[i].attempts = (int)store__val_i64(res, i, 4);
     }
     cb(r->ctx, OSP_STORE_OK, jobs, (size_t)n, NULL);
     free(jobs);
@@ -567,7 +575,7 @@ osp_store_req_t *osp_store_job_dequeue(osp_store_t *st, const char *worker,
         osp_buf_close(&b);
     }
     store__step_param_i64(r, s, n ? n : 1);
-    return start(st, r, (void *)cb, ctx, jobs_deliver, timeout_ms, error_r);
+    return store__start(st, r, (void *)cb, ctx, jobs_deliver, timeout_ms, error_r);
 }
 
 static void complete_deliver(store__req_t *r, int status, const char *error)
@@ -589,7 +597,7 @@ osp_store_req_t *osp_store_job_complete(osp_store_t *st, int64_t id, uint64_t ti
 
     s = store__req_step(r, STORE_STEP_PREPARED, "osp_job_complete", NULL, PGRES_TUPLES_OK);
     store__step_param_i64(r, s, id);
-    return start(st, r, (void *)cb, ctx, complete_deliver, timeout_ms, error_r);
+    return store__start(st, r, (void *)cb, ctx, complete_deliver, timeout_ms, error_r);
 }
 
 osp_store_req_t *osp_store_job_fail(osp_store_t *st, int64_t id, const char *error_text,
@@ -602,7 +610,7 @@ osp_store_req_t *osp_store_job_fail(osp_store_t *st, int64_t id, const char *err
     s = store__req_step(r, STORE_STEP_PREPARED, "osp_job_fail", NULL, PGRES_TUPLES_OK);
     store__step_param_i64(r, s, id);
     param_text(r, s, error_text ? error_text : "");
-    return start(st, r, (void *)cb, ctx, text_deliver, timeout_ms, error_r);
+    return store__start(st, r, (void *)cb, ctx, text_deliver, timeout_ms, error_r);
 }
 
 /*
@@ -625,7 +633,7 @@ osp_store_req_t *osp_store_job_retry(osp_store_t *st, int64_t id, const char *er
     param_text(r, s, error_text ? error_text : "");
     store__step_param_i64(r, s, (int64_t)backoff_ms);
     store__step_param_i64(r, s, max_attempts > 0 ? max_attempts : 1);
-    return start(st, r, (void *)cb, ctx, text_deliver, timeout_ms, error_r);
+    return store__start(st, r, (void *)cb, ctx, text_deliver, timeout_ms, error_r);
 }
 
 osp_store_req_t *osp_store_job_reclaim(osp_store_t *st, uint64_t stale_ms, uint64_t timeout_ms,
@@ -638,7 +646,7 @@ osp_store_req_t *osp_store_job_reclaim(osp_store_t *st, uint64_t stale_ms, uint6
                         "SELECT osprey_job_reclaim($1::bigint * interval '1 millisecond')",
                         PGRES_TUPLES_OK);
     store__step_param_i64(r, s, (int64_t)stale_ms);
-    return start(st, r, (void *)cb, ctx, id_deliver, timeout_ms, error_r);
+    return store__start(st, r, (void *)cb, ctx, id_deliver, timeout_ms, error_r);
 }
 
 osp_store_req_t *osp_store_job_schedule(osp_store_t *st, const char *kind,
@@ -660,7 +668,7 @@ osp_store_req_t *osp_store_job_schedule(osp_store_t *st, const char *kind,
         store__step_param(r, s, NULL);
     else
         store__step_param_i64(r, s, max_attempts);
-    return start(st, r, (void *)cb, ctx, id_deliver, timeout_ms, error_r);
+    return store__start(st, r, (void *)cb, ctx, id_deliver, timeout_ms, error_r);
 }
 
 /* One statement per task: $1 the setting, $2 the job's payload. */
@@ -702,5 +710,5 @@ osp_store_req_t *osp_store_maint(osp_store_t *st, enum osp_store_maint_task task
     s = store__req_step(r, STORE_STEP_SQL, NULL, maint_sql[task], PGRES_TUPLES_OK);
     store__step_param_i64(r, s, arg);
     param_text(r, s, payload_json ? payload_json : "{}");
-    return start(st, r, (void *)cb, ctx, id_deliver, timeout_ms, error_r);
+    return store__start(st, r, (void *)cb, ctx, id_deliver, timeout_ms, error_r);
 }

@@ -168,6 +168,14 @@ void store__step_param(store__req_t *r, store__step_t *s, const char *text);
 /* A binary parameter, copied. */
 void store__step_param_bin(store__req_t *r, store__step_t *s, const void *p, size_t len);
 void store__step_param_i64(store__req_t *r, store__step_t *s, int64_t v);
+/* Submit r with its callback (deliver turns the results into cb's call). */
+osp_store_req_t *store__start(osp_store_t *st, store__req_t *r, void *cb, void *ctx,
+                              void (*deliver)(store__req_t *, int, const char *),
+                              uint64_t timeout_ms, const char **error_r);
+/* A bigint column, -1 for NULL. */
+int64_t store__val_i64(const PGresult *res, int row, int col);
+/* Rows (id, account_id, list, kind, value) as list entries (strings borrowed from res). */
+osp_store_list_entry_t *store__list_entries(const PGresult *res, size_t *n_r);
 /* Free a finished request now (no timer started). */
 void store__req_free(store__req_t *r);
 /* Free once finished and off its connection; closes the timer. */

@@ -11,11 +11,6 @@
 #include "osp_mem.h"
 #include "store_int.h"
 
-static int64_t sp_i64(const PGresult *res, int row, int col)
-{
-    return PQgetisnull(res, row, col) ? -1 : strtoll(PQgetvalue(res, row, col), NULL, 10);
-}
-
 static osp_store_owner_t *sp_owners(const PGresult *res, size_t *n_r)
 {
     int i, n = PQntuples(res);
@@ -23,7 +18,7 @@ static osp_store_owner_t *sp_owners(const PGresult *res, size_t *n_r)
 
     for (i = 0; i < n; i++) {
         o[i].name = PQgetvalue(res, i, 0);
-        o[i].account_id = sp_i64(res, i, 1);
+        o[i].account_id = store__val_i64(res, i, 1);
     }
     *n_r = (size_t)n;
     return o;
@@ -45,20 +40,12 @@ static void policy_snapshot_deliver(store__req_t *r, int status, const char *err
         return;
     }
     memset(&snap, 0, sizeof(snap));
-    snap.nentries = (size_t)PQntuples(le);
-    e = osp_calloc(snap.nentries + 1, sizeof(*e));
-    for (i = 0; i < PQntuples(le); i++) {
-        e[i].id = sp_i64(le, i, 0);
-        e[i].account_id = sp_i64(le, i, 1);
-        e[i].list = PQgetvalue(le, i, 2);
-        e[i].kind = PQgetvalue(le, i, 3);
-        e[i].value = PQgetvalue(le, i, 4);
-    }
+    e = store__list_entries(le, &snap.nentries);
     snap.naccounts = (size_t)PQntuples(ac);
     a = osp_calloc(snap.naccounts + 1, sizeof(*a));
     for (i = 0; i < PQntuples(ac); i++) {
-        a[i].id = sp_i64(ac, i, 0);
-        a[i].parent_id = sp_i64(ac, i, 1);
+        a[i].id = store__val_i64(ac, i, 0);
+        a[i].parent_id = store__val_i64(ac, i, 1);
     }
     d = sp_owners(r->res[3], &snap.ndomains);
     ad = sp_owners(r->res[4], &snap.naddresses);
@@ -89,10 +76,7 @@ osp_store_req_t *osp_store_load_policy_snapshot(osp_store_t *st, uint64_t timeou
     store__req_step(r, STORE_STEP_SQL, NULL, "SELECT address, account_id FROM addresses",
                     PGRES_TUPLES_OK);
     store__req_step(r, STORE_STEP_SQL, NULL, "COMMIT", PGRES_COMMAND_OK);
-    r->cb = (void *)cb;
-    r->ctx = ctx;
-    r->deliver = policy_snapshot_deliver;
-    return store__submit(st, r, timeout_ms, error_r);
+    return store__start(st, r, (void *)cb, ctx, policy_snapshot_deliver, timeout_ms, error_r);
 }
 
 /* ------------------------------------------------------------ rate counters */
@@ -115,7 +99,7 @@ static void rate_hit_deliver(store__req_t *r, int status, const char *error)
     }
     counts = osp_calloc(want + 1, sizeof(*counts));
     for (i = 0; i < want; i++)
-        counts[i] = sp_i64(res, (int)i, 1);
+        counts[i] = store__val_i64(res, (int)i, 1);
     cb(r->ctx, OSP_STORE_OK, counts, want, NULL);
     free(counts);
 }
@@ -164,8 +148,5 @@ osp_store_req_t *osp_store_rate_hit(osp_store_t *st, const osp_store_rate_item_t
     }
     osp_buf_close(&b);
     r->data = (void *)(uintptr_t)n;
-    r->cb = (void *)cb;
-    r->ctx = ctx;
-    r->deliver = rate_hit_deliver;
-    return store__submit(st, r, timeout_ms, error_r);
+    return store__start(st, r, (void *)cb, ctx, rate_hit_deliver, timeout_ms, error_r);
 }
