@@ -12,7 +12,7 @@
 # through osprey-filter as a before-queue milter (postfix-conf/main.cf.milter).
 # Everything started is stopped again.
 #
-#   sudo ./scripts/demo.sh [MESSAGE.eml ...]
+#   ./scripts/demo.sh [MESSAGE.eml ...]       (as root)
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${OSP_BUILD_DIR:-$top/build}
 

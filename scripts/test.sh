@@ -2,7 +2,7 @@
 # Build Osprey and run every test (unit and integration) on a Debian 12
 # machine.  Installs the packages it needs, so run it as root.
 #
-#   sudo ./scripts/test.sh [extra configure options]
+#   ./scripts/test.sh [extra configure options]       (as root)
 #
 # The build happens out of tree in ./build (or $OSP_BUILD_DIR).
 set -eu
